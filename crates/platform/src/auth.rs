@@ -1,0 +1,298 @@
+//! Access-token verification: EdDSA JWTs issued by identity, checked against identity's
+//! public keys (fetched over gRPC, cached, refetched when a token names an unknown `kid`),
+//! plus the extractor handlers use to learn who is calling and with which role.
+//!
+//! Only `EdDSA` is accepted, so `alg: none` and HS256 tokens "signed" with the public key are
+//! refused before any key is touched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::grpc::Peers;
+use crate::problem::{Code, Problem};
+
+/// The roles of the platform. Self-registration gives `customer`; the others are granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Driver,
+    Mechanic,
+    FleetManager,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Customer, Role::Driver, Role::Mechanic, Role::FleetManager, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Driver => "driver",
+            Role::Mechanic => "mechanic",
+            Role::FleetManager => "fleet_manager",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The claims of a Motorpool access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub role: Role,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// A verification key as identity publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    /// Ed25519 public key, base64url without padding.
+    pub x: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("signing keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<AuthError> for Problem {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => Problem::new(Code::Unauthorized).detail("send an access token as `Authorization: Bearer <token>`"),
+            AuthError::Invalid(why) => Problem::new(Code::InvalidToken).detail(why),
+            AuthError::Disabled => Problem::new(Code::AccountDisabled),
+            AuthError::KeysUnavailable(why) => {
+                tracing::warn!(error = %why, "cannot verify tokens: signing keys unavailable");
+                Problem::new(Code::PeerUnavailable)
+            }
+        }
+    }
+}
+
+/// Where verification keys come from.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    async fn keys(&self) -> Result<Vec<PublicKey>, AuthError>;
+}
+
+/// Keys from identity over gRPC, found through discovery.
+pub struct IdentityKeys(pub Peers);
+
+#[async_trait]
+impl KeySource for IdentityKeys {
+    async fn keys(&self) -> Result<Vec<PublicKey>, AuthError> {
+        use motorpool_proto::identity::v1::{GetSigningKeysRequest, identity_client::IdentityClient};
+        let channel = self.0.channel("identity").await.map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        let reply = IdentityClient::new(channel)
+            .get_signing_keys(crate::grpc::request(GetSigningKeysRequest {}))
+            .await
+            .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+        Ok(reply.into_inner().keys.into_iter().map(|k| PublicKey { kid: k.kid, x: k.x }).collect())
+    }
+}
+
+/// The cache key identity sets while a user is disabled.
+pub fn disabled_key(user_id: &str) -> String {
+    format!("identity:disabled:{user_id}")
+}
+
+/// Unknown `kid`s trigger a refetch at most this often, so junk tokens cannot flood identity.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// How long "this user is not disabled" is remembered locally.
+const ENABLED_MEMO: Duration = Duration::from_secs(1);
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    source: Arc<dyn KeySource>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    cache: Cache,
+    enabled_memo: moka::sync::Cache<String, ()>,
+}
+
+/// Verifies access tokens. Cloning shares the key cache.
+#[derive(Clone)]
+pub struct Verifier(Arc<Inner>);
+
+impl Verifier {
+    pub fn new(issuer: &str, audience: &str, source: Arc<dyn KeySource>, cache: Cache) -> Self {
+        Self(Arc::new(Inner {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            source,
+            keys: RwLock::default(),
+            last_fetch: tokio::sync::Mutex::new(None),
+            cache,
+            enabled_memo: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ENABLED_MEMO).build(),
+        }))
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.0.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
+    }
+
+    /// Refetches the key set, unless that happened very recently.
+    async fn refresh(&self) -> Result<(), AuthError> {
+        let mut last = self.0.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
+            return Ok(());
+        }
+        let keys = self.0.source.keys().await?;
+        let mut map = HashMap::new();
+        for k in keys {
+            let key = DecodingKey::from_ed_components(&k.x).map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
+            map.insert(k.kid, key);
+        }
+        *self.0.keys.write().unwrap_or_else(|p| p.into_inner()) = map;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Checks signature, algorithm, issuer, audience, expiry and not-before, then whether the
+    /// user has been disabled since the token was issued.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refresh().await?;
+                self.key(&kid).ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.0.issuer]);
+        validation.set_audience(&[&self.0.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        self.check_enabled(&claims.sub).await?;
+        Ok(claims)
+    }
+
+    async fn check_enabled(&self, user_id: &str) -> Result<(), AuthError> {
+        if self.0.enabled_memo.contains_key(user_id) {
+            return Ok(());
+        }
+        match self.0.cache.get(&disabled_key(user_id)).await {
+            Ok(Some(_)) => Err(AuthError::Disabled),
+            Ok(None) => {
+                self.0.enabled_memo.insert(user_id.to_owned(), ());
+                Ok(())
+            }
+            // Refusing every request while the cache is out would turn a cache outage into a
+            // platform outage; a disabled user is still stopped at the next refresh.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check disabled users; allowing");
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets that a user was seen enabled (identity calls this when it disables one).
+    pub fn forget(&self, user_id: &str) {
+        self.0.enabled_memo.invalidate(user_id);
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// The authenticated caller of a request. Extracting it refuses the request with 401 when
+/// there is no valid token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub email: String,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), Problem> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(Problem::new(Code::Forbidden).detail(format!("requires role {}", roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))))
+        }
+    }
+
+    /// 404 unless the caller owns the object or is an admin: a stranger learns nothing.
+    pub fn require_owner(&self, owner_id: &str, what: &str) -> Result<(), Problem> {
+        if self.user_id == owner_id || self.is_admin() { Ok(()) } else { Err(Problem::not_found(what)) }
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(AuthError::Missing)?;
+        let claims = Verifier::from_ref(state).verify(token).await?;
+        Ok(Caller { user_id: claims.sub, email: claims.email, role: claims.role })
+    }
+}
+
+/// An admin caller; anyone else gets 403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl<S> FromRequestParts<S> for Admin
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(&[Role::Admin])?;
+        Ok(Admin(caller))
+    }
+}

@@ -1,0 +1,219 @@
+//! What every service's HTTP server has in common: request ids and trace context, per-route
+//! metrics, a request timeout, body limits, problem+json for unknown routes and methods, the
+//! operational routes (`/health`, `/ready`, `/metrics`, `/version`, `/openapi.json`), and
+//! serving with a graceful, bounded shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::problem::{Code, Problem};
+use crate::telemetry::{TraceContext, new_request_id, with_trace};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// A readiness check: a name and an async probe.
+pub type ReadyProbe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// What the operational routes report.
+#[derive(Clone)]
+pub struct Ops {
+    pub service: &'static str,
+    pub metrics: Metrics,
+    pub probes: Vec<(&'static str, ReadyProbe)>,
+    pub openapi: Arc<serde_json::Value>,
+}
+
+/// Builds a service's full router around its REST routes (and gRPC routes, served on the
+/// same port).
+pub fn service_router(rest: Router, grpc: Option<Router>, custom_fallback: bool, ops: Ops, body_limit: usize, timeout: Duration) -> Router {
+    let metrics = ops.metrics.clone();
+    let service = ops.service;
+    let mut app = rest.merge(ops_routes(ops));
+    if let Some(grpc) = grpc {
+        app = app.merge(grpc);
+    }
+    if !custom_fallback {
+        app = app.fallback(route_not_found);
+    }
+    app.method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(Arc::new(Observe { service, metrics, timeout }), observe))
+}
+
+/// Wraps a tonic service as routes that can be merged into a service router.
+pub fn grpc_routes<S>(svc: S) -> Router
+where
+    S: tower::Service<Request, Error = Infallible> + tonic::server::NamedService + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    Router::new().route_service(&format!("/{}/{{*rest}}", S::NAME), svc.map_request(|req: Request| req))
+}
+
+async fn route_not_found(req: Request) -> Problem {
+    Problem::new(Code::RouteNotFound).detail(format!("no route for {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(Code::MethodNotAllowed)
+}
+
+struct Observe {
+    service: &'static str,
+    metrics: Metrics,
+    timeout: Duration,
+}
+
+/// Request id, trace context, logging span, timeout and metrics for one request.
+async fn observe(State(obs): State<Arc<Observe>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let trace = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map(|parent| parent.child())
+        .unwrap_or_else(TraceContext::new_root);
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let span = tracing::info_span!("request", service = obs.service, %method, route = %route, request_id = %request_id, trace_id = %trace.trace_id_hex());
+    let is_upgrade = req.headers().contains_key(header::UPGRADE);
+    let run = with_trace(trace, next.run(req)).instrument(span.clone());
+    let mut response = if is_upgrade {
+        run.await
+    } else {
+        match tokio::time::timeout(obs.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                span.in_scope(|| tracing::warn!("request timed out"));
+                Problem::new(Code::Timeout).into_response()
+            }
+        }
+    };
+    let status = response.status();
+    if status.is_server_error() {
+        span.in_scope(|| tracing::warn!(status = status.as_u16(), "request failed"));
+    } else {
+        span.in_scope(|| tracing::debug!(status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request"));
+    }
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
+        headers.insert(TRACEPARENT.clone(), v);
+    }
+    let status_text = status.as_str();
+    obs.metrics.count(
+        "http_requests_total",
+        "HTTP requests served, by route and status.",
+        &[("method", method.as_str()), ("route", &route), ("status", status_text)],
+        1,
+    );
+    obs.metrics.observe(
+        "http_request_duration_seconds",
+        "HTTP request latency, by route.",
+        &[("method", method.as_str()), ("route", &route)],
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn ops_routes(ops: Ops) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/version", get(version))
+        .route("/openapi.json", get(openapi))
+        .with_state(Arc::new(ops))
+}
+
+async fn health(State(ops): State<Arc<Ops>>) -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "service": ops.service}))
+}
+
+/// Ready only when every probe (database, bus, cache, required peers) answers in time.
+async fn ready(State(ops): State<Arc<Ops>>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut all_ok = true;
+    let results = futures::future::join_all(ops.probes.iter().map(|(name, probe)| async move {
+        let outcome = match tokio::time::timeout(Duration::from_secs(2), probe()).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_owned()),
+        };
+        (*name, outcome)
+    }))
+    .await;
+    for (name, outcome) in results {
+        match outcome {
+            Ok(()) => checks.insert(name.to_owned(), json!("ok")),
+            Err(e) => {
+                all_ok = false;
+                tracing::warn!(check = name, error = %e, "readiness check failed");
+                checks.insert(name.to_owned(), json!("failing"))
+            }
+        };
+    }
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if all_ok { "ready" } else { "not_ready" }, "service": ops.service, "checks": checks});
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.metrics.render()).into_response()
+}
+
+async fn version(State(ops): State<Arc<Ops>>) -> Json<serde_json::Value> {
+    Json(json!({"service": ops.service, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn openapi(State(ops): State<Arc<Ops>>) -> Json<serde_json::Value> {
+    Json((*ops.openapi).clone())
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish for at
+/// most `drain`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, drain: Duration) {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let signal = shutdown.clone();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move { signal.cancelled().await });
+    let server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "server failed");
+            }
+        }
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The gRPC contracts Motorpool services use to call each other, generated from `proto/`.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod identity {
+    pub mod v1 {
+        tonic::include_proto!("motorpool.identity.v1");
+    }
+}

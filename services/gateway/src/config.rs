@@ -1,0 +1,23 @@
+//! The gateway's configuration section, `[gateway]`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Per-client token bucket: sustained requests per second...
+    pub rate_limit_per_sec: f64,
+    /// ...and the burst a client may spend at once.
+    pub rate_limit_burst: u32,
+    pub rate_limit_enabled: bool,
+    /// Time an upstream may take to answer before the gateway answers 504.
+    pub upstream_timeout_ms: u64,
+    /// How long the merged API document is cached.
+    pub docs_cache_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { rate_limit_per_sec: 100.0, rate_limit_burst: 200, rate_limit_enabled: true, upstream_timeout_ms: 10_000, docs_cache_secs: 30 }
+    }
+}
