@@ -11,7 +11,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
-use motorpool_platform::config::{CacheConfig, DiscoveryConfig, EventsConfig, HttpConfig, InfraConfig, LogConfig, StorageConfig, mask_url_password};
+use motorpool_platform::config::{
+    CacheConfig, DiscoveryConfig, EventsConfig, HttpConfig, InfraConfig, LogConfig, StorageConfig, mask_url_password,
+};
 use serde::{Deserialize, Serialize};
 
 /// Every service the binary can run, in start order.
@@ -57,10 +59,8 @@ fn addr(s: &str) -> SocketAddr {
 
 impl Default for Config {
     fn default() -> Self {
-        let listen = [("gateway", "127.0.0.1:8080"), ("identity", "127.0.0.1:8101")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), addr(v)))
-            .collect();
+        let listen =
+            [("gateway", "127.0.0.1:8080"), ("identity", "127.0.0.1:8101")].into_iter().map(|(k, v)| (k.to_owned(), addr(v))).collect();
         Self {
             data_dir: PathBuf::from("./data"),
             demo_data: false,
@@ -90,10 +90,11 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("motorpool.toml")),
         }
-        figment = figment.merge(Env::prefixed("MOTORPOOL_").split("__").filter(|k| !k.as_str().starts_with("test_") && k.as_str() != "admin_password"));
+        figment = figment
+            .merge(Env::prefixed("MOTORPOOL_").split("__").filter(|k| !k.as_str().starts_with("test_") && k.as_str() != "admin_password"));
         for set in sets {
             let (key, value) = set.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {set}: expected key=value"))?;
-            figment = figment.merge(Toml::string(&set_to_toml(key.trim(), value.trim())).nested());
+            figment = figment.merge(Toml::string(&set_to_toml(key.trim(), value.trim())));
         }
         let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         config.validate()?;
@@ -110,7 +111,10 @@ impl Config {
         anyhow::ensure!(self.http.body_limit_bytes >= 1024, "http.body_limit_bytes must be at least 1024");
         anyhow::ensure!(self.gateway.rate_limit_per_sec > 0.0, "gateway.rate_limit_per_sec must be positive");
         anyhow::ensure!(self.identity.access_ttl_secs >= 60, "identity.access_ttl_secs must be at least 60");
-        anyhow::ensure!(self.identity.refresh_ttl_secs > self.identity.access_ttl_secs, "identity.refresh_ttl_secs must exceed access_ttl_secs");
+        anyhow::ensure!(
+            self.identity.refresh_ttl_secs > self.identity.access_ttl_secs,
+            "identity.refresh_ttl_secs must exceed access_ttl_secs"
+        );
         Ok(())
     }
 
@@ -156,7 +160,8 @@ mod tests {
 
     #[test]
     fn set_flags_override_and_unknown_keys_fail() {
-        let cfg = Config::load(Some(Path::new("/dev/null")), &["storage.backend=postgres".into(), "gateway.rate_limit_burst=7".into()]).unwrap();
+        let cfg =
+            Config::load(Some(Path::new("/dev/null")), &["storage.backend=postgres".into(), "gateway.rate_limit_burst=7".into()]).unwrap();
         assert_eq!(cfg.storage.backend, motorpool_platform::config::StorageBackend::Postgres);
         assert_eq!(cfg.gateway.rate_limit_burst, 7);
         let err = Config::load(Some(Path::new("/dev/null")), &["storage.bakend=postgres".into()]).unwrap_err();

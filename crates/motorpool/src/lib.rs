@@ -16,7 +16,9 @@ pub use config::{Config, SERVICES};
 /// The definition of service `name`, configured from `cfg`.
 pub fn service_def(name: &str, cfg: &Config) -> Option<Box<dyn ServiceDef>> {
     match name {
-        motorpool_identity::NAME => Some(Box::new(motorpool_identity::IdentityService { config: cfg.identity.clone(), demo_data: cfg.demo_data })),
+        motorpool_identity::NAME => {
+            Some(Box::new(motorpool_identity::IdentityService { config: cfg.identity.clone(), demo_data: cfg.demo_data }))
+        }
         motorpool_gateway::NAME => Some(Box::new(motorpool_gateway::GatewayService { config: cfg.gateway.clone() })),
         _ => None,
     }

@@ -124,8 +124,9 @@ pub fn disabled_key(user_id: &str) -> String {
     format!("identity:disabled:{user_id}")
 }
 
-/// Unknown `kid`s trigger a refetch at most this often, so junk tokens cannot flood identity.
-const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Unknown `kid`s trigger a refetch at most this often, so junk tokens cannot flood identity;
+/// a request that needs a refetch sooner waits for the next slot instead of failing.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How long "this user is not disabled" is remembered locally.
 const ENABLED_MEMO: Duration = Duration::from_secs(1);
 
@@ -137,6 +138,8 @@ struct Inner {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     cache: Cache,
     enabled_memo: moka::sync::Cache<String, ()>,
+    /// `kid`s that were still unknown after a refetch: refused without another one.
+    unknown_kids: moka::sync::Cache<String, ()>,
 }
 
 /// Verifies access tokens. Cloning shares the key cache.
@@ -153,6 +156,7 @@ impl Verifier {
             last_fetch: tokio::sync::Mutex::new(None),
             cache,
             enabled_memo: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ENABLED_MEMO).build(),
+            unknown_kids: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
         }))
     }
 
@@ -160,11 +164,17 @@ impl Verifier {
         self.0.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
     }
 
-    /// Refetches the key set, unless that happened very recently.
-    async fn refresh(&self) -> Result<(), AuthError> {
+    /// Refetches the key set because `kid` is unknown. Concurrent callers coalesce on the
+    /// lock: whoever gets it second finds the key already there.
+    async fn refresh(&self, kid: &str) -> Result<(), AuthError> {
         let mut last = self.0.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
+        if self.key(kid).is_some() {
             return Ok(());
+        }
+        if let Some(t) = *last
+            && t.elapsed() < REFRESH_MIN_INTERVAL
+        {
+            tokio::time::sleep(REFRESH_MIN_INTERVAL - t.elapsed()).await;
         }
         let keys = self.0.source.keys().await?;
         let mut map = HashMap::new();
@@ -187,9 +197,16 @@ impl Verifier {
         let kid = header.kid.ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
         let key = match self.key(&kid) {
             Some(k) => k,
+            None if self.0.unknown_kids.contains_key(&kid) => return Err(AuthError::Invalid("unknown signing key".into())),
             None => {
-                self.refresh().await?;
-                self.key(&kid).ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?
+                self.refresh(&kid).await?;
+                match self.key(&kid) {
+                    Some(k) => k,
+                    None => {
+                        self.0.unknown_kids.insert(kid, ());
+                        return Err(AuthError::Invalid("unknown signing key".into()));
+                    }
+                }
             }
         };
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -255,7 +272,8 @@ impl Caller {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(Problem::new(Code::Forbidden).detail(format!("requires role {}", roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))))
+            Err(Problem::new(Code::Forbidden)
+                .detail(format!("requires role {}", roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "))))
         }
     }
 

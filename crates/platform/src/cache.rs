@@ -19,7 +19,9 @@ pub struct CacheError(pub String);
 pub enum RateDecision {
     Allowed,
     /// Refused; a token will be available after this many milliseconds.
-    Limited { retry_after_ms: u64 },
+    Limited {
+        retry_after_ms: u64,
+    },
 }
 
 #[async_trait]
@@ -81,6 +83,31 @@ impl Cache {
     }
     pub async fn ping(&self) -> Result<(), CacheError> {
         self.store.ping().await
+    }
+}
+
+/// Deletes every key of a namespace in Redis (test cleanup; never used by services).
+pub async fn clear_redis_namespace(url: &str, namespace: &str) -> Result<(), CacheError> {
+    let client = redis::Client::open(url).map_err(rerr)?;
+    let mut conn = client.get_multiplexed_async_connection().await.map_err(rerr)?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .map_err(rerr)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await.map_err(rerr)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
@@ -155,7 +182,8 @@ impl CacheStore for MemoryCache {
     async fn take_token(&self, key: &str, rate: f64, burst: u32) -> Result<RateDecision, CacheError> {
         let now = Instant::now();
         let burst = f64::from(burst.max(1));
-        let cell = self.buckets.get_with(key.to_owned(), async { Arc::new(std::sync::Mutex::new(Bucket { tokens: burst, at: now })) }).await;
+        let cell =
+            self.buckets.get_with(key.to_owned(), async { Arc::new(std::sync::Mutex::new(Bucket { tokens: burst, at: now })) }).await;
         let mut b = cell.lock().unwrap_or_else(|p| p.into_inner());
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
         b.at = now;
@@ -256,7 +284,9 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(cache.take_token("k", 1.0, 3).await.unwrap(), RateDecision::Allowed);
         }
-        assert!(matches!(cache.take_token("k", 1.0, 3).await.unwrap(), RateDecision::Limited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000));
+        assert!(
+            matches!(cache.take_token("k", 1.0, 3).await.unwrap(), RateDecision::Limited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000)
+        );
         assert_eq!(cache.incr("c", Duration::from_millis(30)).await.unwrap(), 1);
         assert_eq!(cache.incr("c", Duration::from_millis(30)).await.unwrap(), 2);
         tokio::time::sleep(Duration::from_millis(40)).await;

@@ -183,13 +183,7 @@ pub struct DiscoveryConfig {
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
-        Self {
-            backend: DiscoveryBackend::Local,
-            redis_url: String::new(),
-            ttl_secs: 10,
-            advertise_host: None,
-            peers: Default::default(),
-        }
+        Self { backend: DiscoveryBackend::Local, redis_url: String::new(), ttl_secs: 10, advertise_host: None, peers: Default::default() }
     }
 }
 

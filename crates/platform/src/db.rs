@@ -63,8 +63,7 @@ impl Db {
         sqlx::any::install_default_drivers();
         match infra.storage.backend {
             StorageBackend::Sqlite => {
-                std::fs::create_dir_all(&infra.data_dir)
-                    .map_err(|e| DbError::DataDir(infra.data_dir.display().to_string(), e))?;
+                std::fs::create_dir_all(&infra.data_dir).map_err(|e| DbError::DataDir(infra.data_dir.display().to_string(), e))?;
                 let path = infra.data_dir.join(format!("{service}.sqlite"));
                 Self::open_sqlite_file(&path, infra.storage.max_connections).await
             }
@@ -155,12 +154,8 @@ fn migrator(set: &Migrations, dialect: Dialect) -> Result<Migrator, DbError> {
     };
     let mut migrations = Vec::with_capacity(files.len());
     for (name, sql) in files {
-        let version: i64 = name
-            .split('_')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| DbError::MigrationName((*name).to_owned()))?;
-        let description = name.trim_end_matches(".sql").splitn(2, '_').nth(1).unwrap_or(name);
+        let version: i64 = name.split('_').next().and_then(|v| v.parse().ok()).ok_or_else(|| DbError::MigrationName((*name).to_owned()))?;
+        let description = name.trim_end_matches(".sql").split_once('_').map_or(*name, |(_, d)| d);
         migrations.push(Migration::new(
             version,
             Cow::Owned(description.replace('_', " ")),
@@ -180,10 +175,8 @@ pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<()
     let admin_url = format!("{}/postgres", server_url.trim_end_matches('/'));
     let options = AnyConnectOptions::from_str(&admin_url)?.log_statements(tracing::log::LevelFilter::Trace);
     let mut conn = options.connect().await?;
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_optional(&mut conn)
-        .await?;
+    let exists: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1").bind(name).fetch_optional(&mut conn).await?;
     if exists.is_none() {
         let quoted = name.replace('"', "\"\"");
         let create = format!("CREATE DATABASE \"{quoted}\"");

@@ -37,9 +37,7 @@ impl Discovery {
         let ttl = Duration::from_secs(infra.discovery.ttl_secs.max(1));
         let registry: Arc<dyn Registry> = match infra.discovery.backend {
             DiscoveryBackend::Local => Arc::new(LocalRegistry::default()),
-            DiscoveryBackend::Redis => {
-                Arc::new(RedisRegistry::connect(infra.discovery_redis_url(), &infra.cache.namespace).await?)
-            }
+            DiscoveryBackend::Redis => Arc::new(RedisRegistry::connect(infra.discovery_redis_url(), &infra.cache.namespace).await?),
             DiscoveryBackend::Static => Arc::new(StaticRegistry(infra.discovery.peers.clone())),
         };
         Ok(Self { registry, ttl })
@@ -212,18 +210,17 @@ impl Registry for RedisRegistry {
     }
 
     async fn resolve(&self, service: &str) -> Result<Vec<String>, DiscoveryError> {
-        if let Some((at, addrs)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service) {
-            if at.elapsed() < RESOLVE_CACHE {
-                return Ok(addrs.clone());
-            }
+        if let Some((at, addrs)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service)
+            && at.elapsed() < RESOLVE_CACHE
+        {
+            return Ok(addrs.clone());
         }
         let now = now_ms();
         let key = self.key(service);
         let mut conn = self.conn.clone();
         // Expired members are pruned on the way, so a crashed process leaves no trace.
         redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).query_async::<()>(&mut conn).await.map_err(derr)?;
-        let members: Vec<String> =
-            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(now).arg("+inf").query_async(&mut conn).await.map_err(derr)?;
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE").arg(&key).arg(now).arg("+inf").query_async(&mut conn).await.map_err(derr)?;
         let mut addrs: Vec<String> = members.iter().filter_map(|m| m.split_once('|').map(|(_, a)| a.to_owned())).collect();
         addrs.sort();
         addrs.dedup();

@@ -195,9 +195,7 @@ fn json_rejection(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonDataError(e) => Problem::new(Code::InvalidBody).detail(e.body_text()),
         JsonRejection::JsonSyntaxError(e) => Problem::new(Code::MalformedJson).detail(e.body_text()),
         JsonRejection::MissingJsonContentType(_) => Problem::new(Code::UnsupportedMediaType),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(Code::PayloadTooLarge)
-        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(Code::PayloadTooLarge),
         other => Problem::new(Code::BadRequest).detail(other.body_text()),
     }
 }

@@ -92,7 +92,16 @@ pub struct ServiceParts {
 
 impl ServiceParts {
     pub fn new(rest: Router, openapi: utoipa::openapi::OpenApi) -> Self {
-        Self { rest, grpc: None, consumers: Vec::new(), tasks: Vec::new(), openapi, required_peers: Vec::new(), probes: Vec::new(), custom_fallback: false }
+        Self {
+            rest,
+            grpc: None,
+            consumers: Vec::new(),
+            tasks: Vec::new(),
+            openapi,
+            required_peers: Vec::new(),
+            probes: Vec::new(),
+            custom_fallback: false,
+        }
     }
 }
 
@@ -116,7 +125,12 @@ pub struct Running {
 }
 
 /// Connects the shared backends named by the configuration.
-pub async fn connect_shared(infra: &InfraConfig, tokens: TokenSettings, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<Shared> {
+pub async fn connect_shared(
+    infra: &InfraConfig,
+    tokens: TokenSettings,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Shared> {
     let bus = crate::events::connect_bus(infra).await?;
     let cache = Cache::connect(&infra.cache).await?;
     let discovery = Discovery::connect(infra).await?;
@@ -149,7 +163,8 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
     let addr = listener.local_addr()?;
     let metrics = Metrics::new(name);
     let peers = Peers::new(shared.discovery.clone());
-    let verifier = Verifier::new(&shared.tokens.issuer, &shared.tokens.audience, Arc::new(IdentityKeys(peers.clone())), shared.cache.clone());
+    let verifier =
+        Verifier::new(&shared.tokens.issuer, &shared.tokens.audience, Arc::new(IdentityKeys(peers.clone())), shared.cache.clone());
     let outbox = Outbox::new(name, &infra.events.namespace, shared.clock.clone());
     let ctx = ServiceContext {
         name,
@@ -172,7 +187,14 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
     let probes = readiness_probes(shared, db.clone(), &parts);
     let openapi = Arc::new(serde_json::to_value(&parts.openapi)?);
     let ops = Ops { service: name, metrics: metrics.clone(), probes, openapi };
-    let router = crate::http::service_router(parts.rest, parts.grpc, parts.custom_fallback, ops, infra.http.body_limit_bytes, infra.http.request_timeout());
+    let router = crate::http::service_router(
+        parts.rest,
+        parts.grpc,
+        parts.custom_fallback,
+        ops,
+        infra.http.body_limit_bytes,
+        infra.http.request_timeout(),
+    );
 
     let shutdown = shared.shutdown.clone();
     if let Some(db) = &db {
@@ -180,7 +202,15 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
         tokio::spawn(crate::events::relay(db.clone(), shared.bus.clone(), outbox, interval, metrics.clone(), shutdown.clone()));
         for consumer in parts.consumers {
             let ns = infra.events.namespace.clone();
-            tokio::spawn(crate::events::run_consumer(db.clone(), shared.bus.clone(), ns, consumer, shared.clock.clone(), metrics.clone(), shutdown.clone()));
+            tokio::spawn(crate::events::run_consumer(
+                db.clone(),
+                shared.bus.clone(),
+                ns,
+                consumer,
+                shared.clock.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
         }
     } else if !parts.consumers.is_empty() {
         anyhow::bail!("{name} consumes events but has no database for its inbox");
@@ -221,34 +251,46 @@ fn advertise(addr: SocketAddr, infra: &InfraConfig) -> String {
 fn readiness_probes(shared: &Shared, db: Option<Db>, parts: &ServiceParts) -> Vec<(&'static str, ReadyProbe)> {
     let mut probes: Vec<(&'static str, ReadyProbe)> = Vec::new();
     if let Some(db) = db {
-        probes.push(("database", Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-        })));
+        probes.push((
+            "database",
+            Arc::new(move || {
+                let db = db.clone();
+                Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+            }),
+        ));
         let bus = shared.bus.clone();
-        probes.push(("bus", Arc::new(move || {
-            let bus = bus.clone();
-            Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
-        })));
+        probes.push((
+            "bus",
+            Arc::new(move || {
+                let bus = bus.clone();
+                Box::pin(async move { bus.ping().await.map_err(|e| e.to_string()) })
+            }),
+        ));
     }
     let cache = shared.cache.clone();
-    probes.push(("cache", Arc::new(move || {
-        let cache = cache.clone();
-        Box::pin(async move { cache.ping().await.map_err(|e| e.to_string()) })
-    })));
+    probes.push((
+        "cache",
+        Arc::new(move || {
+            let cache = cache.clone();
+            Box::pin(async move { cache.ping().await.map_err(|e| e.to_string()) })
+        }),
+    ));
     for peer in &parts.required_peers {
         let discovery = shared.discovery.clone();
         let peer: &'static str = peer;
-        probes.push((peer, Arc::new(move || {
-            let discovery = discovery.clone();
-            Box::pin(async move {
-                match discovery.resolve(peer).await {
-                    Ok(addrs) if !addrs.is_empty() => Ok(()),
-                    Ok(_) => Err(format!("no live instance of {peer}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-        })));
+        probes.push((
+            peer,
+            Arc::new(move || {
+                let discovery = discovery.clone();
+                Box::pin(async move {
+                    match discovery.resolve(peer).await {
+                        Ok(addrs) if !addrs.is_empty() => Ok(()),
+                        Ok(_) => Err(format!("no live instance of {peer}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            }),
+        ));
     }
     probes.extend(parts.probes.iter().cloned());
     probes

@@ -11,8 +11,7 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the process-wide log subscriber. Call once, from the binary.
 pub fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),

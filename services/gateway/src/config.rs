@@ -18,6 +18,12 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { rate_limit_per_sec: 100.0, rate_limit_burst: 200, rate_limit_enabled: true, upstream_timeout_ms: 10_000, docs_cache_secs: 30 }
+        Self {
+            rate_limit_per_sec: 100.0,
+            rate_limit_burst: 200,
+            rate_limit_enabled: true,
+            upstream_timeout_ms: 10_000,
+            docs_cache_secs: 30,
+        }
     }
 }

@@ -59,9 +59,8 @@ impl ServiceDef for GatewayService {
             for path in site::asset_table().keys() {
                 pages = pages.route(path, get(site::serve_asset));
             }
-            let swagger: Router = utoipa_swagger_ui::SwaggerUi::new("/docs")
-                .config(utoipa_swagger_ui::Config::new(["/docs/openapi.json"]))
-                .into();
+            let swagger: Router =
+                utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/docs/openapi.json"])).into();
             let rest = Router::new()
                 .merge(pages)
                 .merge(swagger)

@@ -145,7 +145,9 @@ pub async fn overview(State(gw): State<Arc<Gateway>>, _admin: Admin) -> Json<Val
             };
             instances.push(json!({"address": addr, "ready": ready, "checks": checks}));
         }
-        services.push(json!({"service": service, "instances": instances, "ready": !addrs.is_empty() && instances.iter().all(|i| i["ready"] == true)}));
+        services.push(
+            json!({"service": service, "instances": instances, "ready": !addrs.is_empty() && instances.iter().all(|i| i["ready"] == true)}),
+        );
     }
     Json(json!({"services": services}))
 }

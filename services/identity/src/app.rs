@@ -13,7 +13,7 @@ use motorpool_platform::db::{Db, is_unique_violation};
 use motorpool_platform::events::Outbox;
 use motorpool_platform::metrics::Metrics;
 use motorpool_platform::problem::{Code, Problem};
-use motorpool_platform::service::TokenSettings;
+use motorpool_platform::service::{ServiceContext, TokenSettings};
 
 use crate::config::IdentityConfig;
 use crate::domain::{Email, FullName, Password, hash_refresh_token, new_refresh_token};
@@ -49,26 +49,27 @@ fn blocking_failed(e: tokio::task::JoinError) -> Problem {
 }
 
 impl Identity {
-    pub async fn new(
-        db: Db,
-        outbox: Outbox,
-        keys: Arc<SigningKeys>,
-        cache: Cache,
-        clock: Clock,
-        cfg: IdentityConfig,
-        tokens: TokenSettings,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
+    /// Builds the use cases on the service's backends.
+    pub async fn new(ctx: &ServiceContext, keys: Arc<SigningKeys>, cfg: IdentityConfig) -> anyhow::Result<Self> {
         let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_iterations, cfg.argon2_parallelism, None)
             .map_err(|e| anyhow::anyhow!("identity.argon2_*: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let hasher = argon2.clone();
-        let dummy_hash = tokio::task::spawn_blocking(move || {
-            hasher.hash_password(b"motorpool-dummy-password").map(|h| h.to_string())
+        let dummy_hash = tokio::task::spawn_blocking(move || hasher.hash_password(b"motorpool-dummy-password").map(|h| h.to_string()))
+            .await?
+            .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+        Ok(Self {
+            db: ctx.db()?,
+            outbox: ctx.outbox.clone(),
+            keys,
+            cache: ctx.cache.clone(),
+            clock: ctx.clock.clone(),
+            cfg,
+            tokens: ctx.tokens.clone(),
+            metrics: ctx.metrics.clone(),
+            argon2,
+            dummy_hash,
         })
-        .await?
-        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
-        Ok(Self { db, outbox, keys, cache, clock, cfg, tokens, metrics, argon2, dummy_hash })
     }
 
     async fn hash(&self, password: &Password) -> Result<String, Problem> {
@@ -173,12 +174,7 @@ impl Identity {
         let (refresh_token, hash) = new_refresh_token();
         let expires_at = now + (self.cfg.refresh_ttl_secs as i64) * 1000;
         store::insert_refresh_token(tx, &hash, family, &user.id, now, expires_at).await?;
-        Ok(TokenPair {
-            access_token,
-            refresh_token,
-            expires_in: self.cfg.access_ttl_secs,
-            refresh_expires_in: self.cfg.refresh_ttl_secs,
-        })
+        Ok(TokenPair { access_token, refresh_token, expires_in: self.cfg.access_ttl_secs, refresh_expires_in: self.cfg.refresh_ttl_secs })
     }
 
     /// Rotates a refresh token. A token presented a second time means it was stolen or
@@ -200,7 +196,7 @@ impl Identity {
                 _ => Err(Problem::new(Code::InvalidRefreshToken)),
             };
         };
-        let user = match store::find_user(&self.db, &user_id).await? {
+        let user = match store::find_user_in(&mut tx, &user_id).await? {
             Some(u) if u.disabled_at.is_none() => u,
             Some(_) => return Err(Problem::new(Code::AccountDisabled)),
             None => return Err(Problem::new(Code::InvalidRefreshToken)),

@@ -69,13 +69,11 @@ impl ServiceDef for IdentityService {
             // the verifiers' leeway, so no token outlives the key that verifies it.
             let publish_retired_for = Duration::from_secs(cfg.access_ttl_secs + cfg.key_reload_secs + 60);
             let keys = keys::SigningKeys::load_or_create(db.clone(), ctx.clock.clone(), publish_retired_for).await?;
-            let verifier = Verifier::new(&ctx.tokens.issuer, &ctx.tokens.audience, Arc::new(keys::LocalKeys(keys.clone())), ctx.cache.clone());
+            let verifier =
+                Verifier::new(&ctx.tokens.issuer, &ctx.tokens.audience, Arc::new(keys::LocalKeys(keys.clone())), ctx.cache.clone());
             let reload_every = Duration::from_secs(cfg.key_reload_secs.max(1));
             let admin = cfg.bootstrap_admin_email.clone().zip(cfg.bootstrap_admin_password.clone());
-            let identity = Arc::new(
-                app::Identity::new(db, ctx.outbox.clone(), keys.clone(), ctx.cache.clone(), ctx.clock.clone(), cfg, ctx.tokens.clone(), ctx.metrics.clone())
-                    .await?,
-            );
+            let identity = Arc::new(app::Identity::new(&ctx, keys.clone(), cfg).await?);
             if let Some((email, password)) = admin {
                 identity.ensure_admin(&email, &password).await?;
             }
@@ -106,13 +104,4 @@ impl ServiceDef for IdentityService {
         }
         .boxed()
     }
-}
-
-/// Creates an admin account directly in identity's database (the `motorpool admin create`
-/// command), for when no admin exists yet.
-pub async fn create_admin(ctx: ServiceContext, config: IdentityConfig, email: &str, password: &str) -> anyhow::Result<()> {
-    let db = ctx.db()?;
-    let keys = keys::SigningKeys::load_or_create(db.clone(), ctx.clock.clone(), Duration::from_secs(config.access_ttl_secs)).await?;
-    let identity = app::Identity::new(db, ctx.outbox.clone(), keys, ctx.cache.clone(), ctx.clock.clone(), config, ctx.tokens.clone(), ctx.metrics.clone()).await?;
-    identity.ensure_admin(email, password).await
 }

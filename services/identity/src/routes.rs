@@ -267,7 +267,12 @@ pub struct UserPatch {
 /// Change a user's role or disable them (admin). Admins cannot disable or demote themselves.
 #[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "identity", request_body = UserPatch, security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 404), (status = 409)))]
-async fn update_user(State(s): State<AppState>, Admin(admin): Admin, Path(id): Path<String>, ApiJson(body): ApiJson<UserPatch>) -> ApiResult<Json<UserView>> {
+async fn update_user(
+    State(s): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> ApiResult<Json<UserView>> {
     if id == admin.user_id && (body.disabled == Some(true) || body.role.is_some_and(|r| r != Role::Admin)) {
         return Err(Problem::new(motorpool_platform::Code::Conflict).detail("an admin cannot disable or demote their own account"));
     }

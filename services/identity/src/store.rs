@@ -58,6 +58,14 @@ pub async fn find_user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>,
     row.as_ref().map(user_from).transpose()
 }
 
+/// Reads a user inside a transaction: a handler that holds a transaction must not take a
+/// second pool connection, or concurrent requests can exhaust the pool and wait on each other.
+pub async fn find_user_in(tx: &mut Tx, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **tx).await?;
+    row.as_ref().map(user_from).transpose()
+}
+
 pub async fn find_user(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.pool()).await?;
@@ -92,7 +100,14 @@ pub async fn update_user(tx: &mut Tx, id: &str, role: Role, disabled_at: Option<
     Ok(Some(before))
 }
 
-pub async fn insert_refresh_token(tx: &mut Tx, hash: &str, family: &str, user_id: &str, now: i64, expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_refresh_token(
+    tx: &mut Tx,
+    hash: &str,
+    family: &str,
+    user_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(hash)
         .bind(family)
@@ -120,10 +135,8 @@ pub async fn use_refresh_token(tx: &mut Tx, hash: &str, now: i64) -> Result<Opti
 
 /// The state of a refresh token that could not be used: (family, already used?).
 pub async fn find_refresh_token(tx: &mut Tx, hash: &str) -> Result<Option<(String, bool)>, sqlx::Error> {
-    let row: Option<(String, Option<i64>)> = sqlx::query_as("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = $1")
-        .bind(hash)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = $1").bind(hash).fetch_optional(&mut **tx).await?;
     Ok(row.map(|(family, used)| (family, used.is_some())))
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use embedded::EmbeddedBus;
-pub use nats::NatsBus;
+pub use nats::{NatsBus, delete_namespace_streams};
 
 use crate::clock::Clock;
 use crate::config::{EventsBackend, InfraConfig};
@@ -108,8 +108,7 @@ pub async fn connect_bus(infra: &InfraConfig) -> Result<Arc<dyn Bus>, BusError> 
     match infra.events.backend {
         EventsBackend::Embedded => {
             std::fs::create_dir_all(&infra.data_dir).map_err(|e| BusError::Other(e.to_string()))?;
-            let bus = EmbeddedBus::open(&infra.data_dir.join("events.sqlite"), Duration::from_millis(infra.events.ack_wait_ms))
-                .await?;
+            let bus = EmbeddedBus::open(&infra.data_dir.join("events.sqlite"), Duration::from_millis(infra.events.ack_wait_ms)).await?;
             Ok(Arc::new(bus))
         }
         EventsBackend::Nats => Ok(Arc::new(NatsBus::connect(&infra.events).await?)),
@@ -215,11 +214,10 @@ pub enum RelayError {
 
 /// Publishes up to one batch of unpublished rows; returns how many went out.
 pub async fn relay_batch(db: &Db, bus: &dyn Bus, metrics: &Metrics) -> Result<usize, RelayError> {
-    let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 128",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let rows: Vec<(i64, String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 128")
+            .fetch_all(db.pool())
+            .await?;
     let mut published = 0;
     for (seq, id, subject, payload) in rows {
         bus.publish(&subject, &id, Bytes::from(payload)).await?;
@@ -258,7 +256,15 @@ pub struct Consumer {
 
 /// Runs `consumer` until `shutdown`: each event is applied at most once per consumer
 /// (the inbox) and acknowledged after its transaction commits (at-least-once delivery).
-pub async fn run_consumer(db: Db, bus: Arc<dyn Bus>, namespace: String, consumer: Consumer, clock: Clock, metrics: Metrics, shutdown: CancellationToken) {
+pub async fn run_consumer(
+    db: Db,
+    bus: Arc<dyn Bus>,
+    namespace: String,
+    consumer: Consumer,
+    clock: Clock,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     let filter = subject_for(&namespace, &consumer.filter);
     let mut retry = Duration::from_millis(200);
     loop {
@@ -292,11 +298,21 @@ pub async fn run_consumer(db: Db, bus: Arc<dyn Bus>, namespace: String, consumer
             let result = match outcome {
                 Ok(applied) => {
                     let label = if applied { "applied" } else { "duplicate" };
-                    metrics.count("events_consumed_total", "Events handled by consumers.", &[("consumer", &consumer.name), ("outcome", label)], 1);
+                    metrics.count(
+                        "events_consumed_total",
+                        "Events handled by consumers.",
+                        &[("consumer", &consumer.name), ("outcome", label)],
+                        1,
+                    );
                     delivery.acker.ack().await
                 }
                 Err(e) => {
-                    metrics.count("events_consumed_total", "Events handled by consumers.", &[("consumer", &consumer.name), ("outcome", "failed")], 1);
+                    metrics.count(
+                        "events_consumed_total",
+                        "Events handled by consumers.",
+                        &[("consumer", &consumer.name), ("outcome", "failed")],
+                        1,
+                    );
                     tracing::warn!(consumer = %consumer.name, error = %e, "event handler failed; it will be redelivered");
                     delivery.acker.nak(Duration::from_secs(1)).await
                 }

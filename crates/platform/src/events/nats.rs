@@ -125,13 +125,30 @@ impl Bus for NatsBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         match self.client.connection_state() {
-            async_nats::connection::State::Connected => {
-                self.js.query_account().await.map_err(unavailable)?;
-                Ok(())
-            }
+            // A flush is a PING/PONG round trip with the server.
+            async_nats::connection::State::Connected => self.client.flush().await.map_err(unavailable),
             other => Err(BusError::Unavailable(format!("NATS connection is {other:?}"))),
         }
     }
+}
+
+/// Deletes every stream of a namespace (test cleanup; never used by services).
+pub async fn delete_namespace_streams(url: &str, namespace: &str) -> Result<(), BusError> {
+    let client = async_nats::connect(url).await.map_err(unavailable)?;
+    let js = jetstream::new(client);
+    let prefix = sanitize(&format!("{namespace}_")).to_uppercase();
+    let mut names = js.stream_names();
+    let mut doomed = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(unavailable)?;
+        if name.starts_with(&prefix) {
+            doomed.push(name);
+        }
+    }
+    for name in doomed {
+        js.delete_stream(&name).await.map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 struct NatsSubscription {

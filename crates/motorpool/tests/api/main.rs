@@ -1,0 +1,15 @@
+//! Black-box tests of the whole platform through the gateway, on the backend chosen by
+//! `MOTORPOOL_TEST_BACKEND` (embedded by default, `infra` for PostgreSQL + NATS + Redis).
+
+// In tests a panic is the failure report, helpers included.
+#![allow(clippy::unwrap_used)]
+
+mod admin;
+mod auth;
+mod browser;
+mod events;
+mod gateway;
+mod helpers;
+mod lifecycle;
+mod processes;
+mod tokens;
