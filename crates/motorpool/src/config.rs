@@ -90,8 +90,11 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("motorpool.toml")),
         }
-        figment = figment
-            .merge(Env::prefixed("MOTORPOOL_").split("__").filter(|k| !k.as_str().starts_with("test_") && k.as_str() != "admin_password"));
+        figment = figment.merge(Env::prefixed("MOTORPOOL_").split("__").filter(|k| {
+            // MOTORPOOL_TEST_* belong to the test kit, MOTORPOOL_ADMIN_PASSWORD to `admin create`.
+            let key = k.as_str().to_ascii_lowercase();
+            !key.starts_with("test_") && key != "admin_password"
+        }));
         for set in sets {
             let (key, value) = set.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {set}: expected key=value"))?;
             figment = figment.merge(Toml::string(&set_to_toml(key.trim(), value.trim())));

@@ -71,3 +71,75 @@ async fn responses_carry_a_request_id_and_continue_the_callers_trace() {
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     app.cleanup().await;
 }
+
+/// The real binary: `motorpool up` with the test's backend, demo data, then SIGTERM.
+#[tokio::test]
+async fn the_binary_comes_up_with_demo_data_and_stops_gracefully_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut cfg = config();
+    for service in motorpool::SERVICES {
+        cfg.listen.insert((*service).to_owned(), "127.0.0.1:0".parse().unwrap());
+    }
+    cfg.log.level = "warn".into();
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let path = cfg.data_dir.join("motorpool.toml");
+    std::fs::write(&path, cfg.to_masked_toml().unwrap()).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_motorpool"))
+        .arg("--config")
+        .arg(&path)
+        .arg("up")
+        .env_remove("MOTORPOOL_TEST_BACKEND")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let gateway = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("Motorpool is up: ") {
+                return rest.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
+            }
+        }
+        panic!("motorpool up exited before it was up");
+    })
+    .await
+    .expect("motorpool up announces itself");
+    // Keep draining its log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let http = client();
+    wait_ready(&http, &gateway).await;
+    let r = http
+        .post(format!("{gateway}/api/auth/login"))
+        .json(&json!({"email": "demo@motorpool.local", "password": "motorpool-demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the demo customer exists");
+    let r = http
+        .post(format!("{gateway}/api/auth/login"))
+        .json(&json!({"email": "admin@motorpool.local", "password": "motorpool-admin"}))
+        .send()
+        .await
+        .unwrap();
+    let admin: serde_json::Value = r.json().await.unwrap();
+    let overview: serde_json::Value = http
+        .get(format!("{gateway}/api/admin/overview"))
+        .bearer_auth(admin["accessToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(overview["services"][0]["service"], "identity");
+    assert_eq!(overview["services"][0]["ready"], true, "{overview}");
+
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await.expect("stops after SIGTERM").unwrap();
+    assert!(status.success(), "clean exit: {status}");
+    motorpool::testkit::cleanup_config(&cfg).await;
+}
