@@ -1,5 +1,9 @@
 //! Embeds the web pages under `web/` into the binary, so the gateway serves them from
 //! anywhere without a copy of the source tree.
+//!
+//! Paths are kept relative to this package (the generated code includes files through
+//! `CARGO_MANIFEST_DIR`, and `rerun-if-changed` takes package-relative paths), so two
+//! checkouts sharing one target dir never serve each other's pages.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -18,17 +22,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let web = manifest.join("../../web");
-    let web = web.canonicalize().unwrap_or(web);
-    println!("cargo:rerun-if-changed={}", web.display());
+    let web = Path::new("../../web");
+    println!("cargo:rerun-if-changed=../../web");
     let mut files = Vec::new();
-    walk(&web, &mut files);
+    walk(web, &mut files);
     let mut code = String::from("pub static ASSETS: &[(&str, &[u8])] = &[\n");
     for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
-        let rel = file.strip_prefix(&web).expect("file under web/").to_string_lossy().replace('\\', "/");
-        writeln!(code, "    (\"/{rel}\", include_bytes!({:?})),", file.display().to_string()).expect("write to string");
+        let rel = file.strip_prefix(web).expect("file under web/").to_string_lossy().replace('\\', "/");
+        println!("cargo:rerun-if-changed=../../web/{rel}");
+        writeln!(code, "    (\"/{rel}\", include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/../../web/{rel}\"))),")
+            .expect("write to string");
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("assets.rs");

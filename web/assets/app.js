@@ -107,8 +107,8 @@
     return problem;
   }
 
-  async function rawFetch(path, { method = "GET", body, token } = {}) {
-    const headers = { Accept: "application/json, application/problem+json" };
+  async function rawFetch(path, { method = "GET", body, token, extraHeaders } = {}) {
+    const headers = { Accept: "application/json, application/problem+json", ...(extraHeaders || {}) };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (token) headers.Authorization = `Bearer ${token}`;
     try {
@@ -150,21 +150,21 @@
   }
 
   /**
-   * api(path, { method, body, auth }) -> parsed JSON (or null for 204).
+   * api(path, { method, body, auth, headers }) -> parsed JSON (or null for 204).
    * `auth` defaults to true: send the bearer token when logged in and retry
    * once after a refresh on 401. Pass auth:false for anonymous endpoints.
    * Throws Error with `.problem` (problem+json) on failure.
    */
-  async function api(path, { method = "GET", body, auth: useAuth = true } = {}) {
+  async function api(path, { method = "GET", body, auth: useAuth = true, headers } = {}) {
     if (useAuth && auth.refreshToken && auth.accessExpiresAt && Date.now() > auth.accessExpiresAt - EXPIRY_SKEW_MS) {
       await refreshTokens();
     }
 
-    let res = await rawFetch(path, { method, body, token: useAuth ? auth.accessToken : null });
+    let res = await rawFetch(path, { method, body, token: useAuth ? auth.accessToken : null, extraHeaders: headers });
 
     if (res.status === 401 && useAuth && auth.refreshToken) {
       if (await refreshTokens()) {
-        res = await rawFetch(path, { method, body, token: auth.accessToken });
+        res = await rawFetch(path, { method, body, token: auth.accessToken, extraHeaders: headers });
       }
     }
 
@@ -249,7 +249,9 @@
         logoutButton.disabled = true;
         logout();
       });
-      user.append(el("li", {}, email), el("li", {}, logoutButton));
+      // bell.js mounts the notifications bell here.
+      const walletLink = el("a", { id: "nav-wallet", href: "/wallet.html", "aria-current": isCurrent("/wallet.html") ? "page" : null }, "Wallet");
+      user.append(el("li", { class: "nav-bell-slot" }), el("li", {}, walletLink), el("li", {}, email), el("li", {}, logoutButton));
       // Fill in / correct the email; a dead session falls back to logged-out nav.
       currentUser().then((me) => {
         if (me && me.email) email.textContent = me.email;
@@ -269,6 +271,7 @@
       user,
     );
     header.replaceChildren(nav);
+    document.dispatchEvent(new CustomEvent("motorpool:nav"));
   }
 
   /**
@@ -473,8 +476,17 @@
     renderNav, pages,
   });
 
+  // The notifications bell has its own script and styles (bell.js, bell.css);
+  // every page gets them through this file.
+  function loadBell() {
+    if (document.getElementById("bell-script")) return;
+    document.head.append(el("link", { rel: "stylesheet", href: "/assets/bell.css" }));
+    document.head.append(el("script", { id: "bell-script", src: "/assets/bell.js" }));
+  }
+
   function boot() {
     renderNav();
+    loadBell();
     const page = document.body.dataset.page;
     if (page && pages[page]) pages[page]();
   }

@@ -11,13 +11,15 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
+use motorpool_notifications::NotificationsConfig;
+use motorpool_payments::PaymentsConfig;
 use motorpool_platform::config::{
     CacheConfig, DiscoveryConfig, EventsConfig, HttpConfig, InfraConfig, LogConfig, StorageConfig, mask_url_password,
 };
 use serde::{Deserialize, Serialize};
 
 /// Every service the binary can run, in start order.
-pub const SERVICES: &[&str] = &[motorpool_identity::NAME, motorpool_gateway::NAME];
+pub const SERVICES: &[&str] = &[motorpool_identity::NAME, motorpool_payments::NAME, motorpool_notifications::NAME, motorpool_gateway::NAME];
 
 /// Token issuer and audience, shared by identity (which signs) and every verifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,6 +53,8 @@ pub struct Config {
     pub listen: BTreeMap<String, SocketAddr>,
     pub gateway: GatewayConfig,
     pub identity: IdentityConfig,
+    pub payments: PaymentsConfig,
+    pub notifications: NotificationsConfig,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -59,8 +63,15 @@ fn addr(s: &str) -> SocketAddr {
 
 impl Default for Config {
     fn default() -> Self {
-        let listen =
-            [("gateway", "127.0.0.1:8080"), ("identity", "127.0.0.1:8101")].into_iter().map(|(k, v)| (k.to_owned(), addr(v))).collect();
+        let listen = [
+            ("gateway", "127.0.0.1:8080"),
+            ("identity", "127.0.0.1:8101"),
+            ("payments", "127.0.0.1:8113"),
+            ("notifications", "127.0.0.1:8114"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), addr(v)))
+        .collect();
         Self {
             data_dir: PathBuf::from("./data"),
             demo_data: false,
@@ -74,6 +85,8 @@ impl Default for Config {
             listen,
             gateway: GatewayConfig::default(),
             identity: IdentityConfig::default(),
+            payments: PaymentsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -118,6 +131,7 @@ impl Config {
             self.identity.refresh_ttl_secs > self.identity.access_ttl_secs,
             "identity.refresh_ttl_secs must exceed access_ttl_secs"
         );
+        self.notifications.validate()?;
         Ok(())
     }
 

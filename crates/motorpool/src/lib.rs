@@ -19,6 +19,10 @@ pub fn service_def(name: &str, cfg: &Config) -> Option<Box<dyn ServiceDef>> {
         motorpool_identity::NAME => {
             Some(Box::new(motorpool_identity::IdentityService { config: cfg.identity.clone(), demo_data: cfg.demo_data }))
         }
+        motorpool_payments::NAME => Some(Box::new(motorpool_payments::PaymentsService { config: cfg.payments.clone() })),
+        motorpool_notifications::NAME => {
+            Some(Box::new(motorpool_notifications::NotificationsService { config: cfg.notifications.clone() }))
+        }
         motorpool_gateway::NAME => Some(Box::new(motorpool_gateway::GatewayService { config: cfg.gateway.clone() })),
         _ => None,
     }
@@ -87,13 +91,24 @@ pub async fn migrate(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
 
 /// The OpenAPI document of every service, merged (what the gateway serves at `/docs`).
 pub fn openapi() -> serde_json::Value {
-    let identity = serde_json::to_value(motorpool_identity::openapi()).unwrap_or_default();
+    let parts = [motorpool_identity::openapi(), motorpool_payments::openapi(), motorpool_notifications::openapi()];
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for part in parts {
+        let part = serde_json::to_value(part).unwrap_or_default();
+        if let Some(p) = part["paths"].as_object() {
+            paths.extend(p.clone());
+        }
+        if let Some(s) = part["components"]["schemas"].as_object() {
+            schemas.extend(s.clone());
+        }
+    }
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Motorpool API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": identity["paths"],
+        "paths": paths,
         "components": {
-            "schemas": identity["components"]["schemas"],
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
         }
     })

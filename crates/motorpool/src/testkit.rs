@@ -49,6 +49,11 @@ pub fn test_config(backend: Backend) -> Config {
     cfg.gateway.rate_limit_per_sec = 10_000.0;
     cfg.gateway.rate_limit_burst = 10_000;
     cfg.events.relay_interval_ms = 50;
+    // Webhook receivers in tests listen on loopback; email is turned on by the tests that run
+    // an SMTP sink, so the others do not queue mail for a server that is not there.
+    cfg.notifications.webhooks_allow_private = true;
+    cfg.notifications.delivery_poll_ms = 50;
+    cfg.notifications.email_enabled = false;
     if backend == Backend::Infra {
         cfg.storage.backend = StorageBackend::Postgres;
         cfg.storage.postgres_url = env_or("MOTORPOOL_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432");

@@ -7,3 +7,9 @@ pub mod identity {
         tonic::include_proto!("motorpool.identity.v1");
     }
 }
+
+pub mod payments {
+    pub mod v1 {
+        tonic::include_proto!("motorpool.payments.v1");
+    }
+}

@@ -35,6 +35,12 @@ pub const RULES: &[Rule] = &[
     Rule { prefix: "/.well-known/jwks.json", service: "identity", access: Access::Public },
     Rule { prefix: "/api/admin/users", service: "identity", access: Access::Roles(ADMIN) },
     Rule { prefix: "/api/admin/keys", service: "identity", access: Access::Roles(ADMIN) },
+    Rule { prefix: "/api/payments", service: "payments", access: Access::User },
+    Rule { prefix: "/api/admin/payments", service: "payments", access: Access::Roles(ADMIN) },
+    Rule { prefix: "/api/notifications", service: "notifications", access: Access::User },
+    // A browser's EventSource cannot send an Authorization header: the stream takes the token
+    // as `?access_token=` and notifications verifies it itself.
+    Rule { prefix: "/api/notifications/stream", service: "notifications", access: Access::Public },
 ];
 
 /// The services the gateway routes to.

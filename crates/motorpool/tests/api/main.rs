@@ -11,5 +11,7 @@ mod events;
 mod gateway;
 mod helpers;
 mod lifecycle;
+mod notifications;
+mod payments;
 mod processes;
 mod tokens;
