@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
 CLIENTS="${CLIENTS:-32}"
+# Which services run: the ledger path alone by default (notifications would add its own
+# writes per payment to the same database server); ALL=1 runs the whole platform.
+if [ "${ALL:-0}" = 1 ]; then CMD=(up --no-demo); else CMD=(serve identity payments gateway); fi
 SECS="${SECS:-10}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 RUN="mpbench$(date +%s)"
@@ -32,7 +35,7 @@ trap cleanup EXIT
 
 GW=127.0.0.1:18180
 PAY=127.0.0.1:18193
-"$BIN/motorpool" up --no-demo \
+"$BIN/motorpool" "${CMD[@]}" \
   --set data_dir="$WORK" --set log.level=warn \
   --set storage.backend=postgres --set storage.postgres_url="$PG" --set storage.database_prefix="$RUN" \
   --set storage.max_connections=32 \
@@ -67,11 +70,11 @@ PGB=$(pgbench -n -b tpcb-like -c "$CLIENTS" -j 2 -T "$SECS" "$PG/${RUN}_pgbench"
 PGB_TPS=$(echo "$PGB" | awk '/^tps = /{print $3; exit}')
 PGB_LAT=$(echo "$PGB" | awk '/latency average/{print $4; exit}')
 
-python3 - "$HTTP_JSON" "$GRPC_JSON" "$PGB_TPS" "$PGB_LAT" "$CLIENTS" "$SECS" "$OUT" <<'PY'
+python3 - "$HTTP_JSON" "$GRPC_JSON" "$PGB_TPS" "$PGB_LAT" "$CLIENTS" "$SECS" "$OUT" "${CMD[*]}" <<'PY'
 import json, sys
 http, grpc = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 pgb, pgb_lat, clients, secs, out = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
-res = {"clients": int(clients), "seconds": int(secs), "pgbench_tpcb_like_tps": pgb, "pgbench_latency_ms": pgb_lat, "http": http, "grpc": grpc,
+res = {"services": sys.argv[8], "clients": int(clients), "seconds": int(secs), "pgbench_tpcb_like_tps": pgb, "pgbench_latency_ms": pgb_lat, "http": http, "grpc": grpc,
        "http_vs_pgbench": http["tps"] / pgb, "grpc_vs_pgbench": grpc["tps"] / pgb}
 json.dump(res, open(out, "w"), indent=2)
 print(f"pgbench tpcb-like: {pgb:.0f} tps (avg {pgb_lat} ms)")

@@ -120,6 +120,36 @@ pub async fn begin(db: &Db, scope: &str, key: &str, fingerprint: &str, now_ms: i
     Err(Problem::new(Code::IdempotencyInProgress).retry_after(1))
 }
 
+/// Claims `key` inside the transaction that will make the effect, for operations with no
+/// outside call: the record, the effect and the stored response then commit together, in
+/// one round of the database. A concurrent request with the same key waits on the row until
+/// the first commits and then replays its answer; if the first rolled back, it runs itself.
+pub async fn claim(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, now_ms: i64) -> Result<Begin, Problem> {
+    let inserted =
+        sqlx::query("INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(scope)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if inserted == 1 {
+        return Ok(Begin::Proceed);
+    }
+    let row: Option<RecordRow> =
+        sqlx::query_as("SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    match row {
+        Some((hash, _, _, _)) if hash != fingerprint => Err(Problem::new(Code::IdempotencyKeyReused)),
+        Some((_, Some(status), response, _)) => Ok(Begin::Replay(Stored { status: status as u16, body: response.unwrap_or_default() })),
+        _ => Err(Problem::new(Code::IdempotencyInProgress).retry_after(1)),
+    }
+}
+
 /// Stores the response inside the transaction that made the effect, so effect and record
 /// commit together.
 pub async fn complete(tx: &mut Tx, scope: &str, key: &str, status: u16, body: &[u8]) -> Result<(), sqlx::Error> {

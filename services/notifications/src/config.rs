@@ -12,7 +12,7 @@ pub struct NotificationsConfig {
     pub smtp_port: u16,
     /// The `From` header of every email, e.g. `Motorpool <no-reply@motorpool.local>`.
     pub email_from: String,
-    /// When false, no email deliveries are queued at all.
+    /// When false (the default: a fresh machine has no mail relay), no email is queued.
     pub email_enabled: bool,
     /// Attempts per delivery (email, webhook, SMS, push) before it is marked failed.
     pub webhook_max_attempts: u32,
@@ -30,7 +30,7 @@ impl Default for NotificationsConfig {
             smtp_host: "127.0.0.1".into(),
             smtp_port: 2525,
             email_from: "Motorpool <no-reply@motorpool.local>".into(),
-            email_enabled: true,
+            email_enabled: false,
             webhook_max_attempts: 6,
             webhooks_allow_private: false,
             delivery_poll_ms: 500,

@@ -234,6 +234,58 @@ impl Payments {
         Ok(done)
     }
 
+    /// Claims the key inside `tx`: `Ok(None)` to proceed, `Ok(Some(outcome))` to replay.
+    async fn claim<T: for<'de> Deserialize<'de>>(
+        &self,
+        tx: &mut Tx,
+        key: &Key,
+        fingerprint: &str,
+    ) -> Result<Option<Stored<T>>, PaymentError> {
+        match idempotency::claim(tx, &key.scope, &key.key, fingerprint, self.clock.now_ms()).await {
+            Ok(Begin::Proceed) => Ok(None),
+            Ok(Begin::Replay(stored)) => Ok(Some(serde_json::from_slice(&stored.body).map_err(internal)?)),
+            Err(p) if p.code == motorpool_platform::Code::IdempotencyKeyReused => Err(PaymentError::KeyReused),
+            Err(p) if p.code == motorpool_platform::Code::IdempotencyInProgress => Err(PaymentError::KeyInProgress),
+            Err(p) => Err(internal(p)),
+        }
+    }
+
+    /// Ends a claimed operation in its own transaction. A success or a refusal is stored with
+    /// the key and committed with its effects or its event; refusals happen at the first,
+    /// conditional statement, so a refused operation has written nothing but its record. Any
+    /// other failure rolls everything back, the claim included, so a retry runs again.
+    async fn settle<T: Serialize>(
+        &self,
+        mut tx: Tx,
+        key: &Key,
+        outcome: Result<T, PaymentError>,
+        refusal_event: Option<events::ChargeFailed>,
+    ) -> Result<T, PaymentError> {
+        match outcome {
+            Ok(value) => {
+                let stored: Stored<&T> = Ok(&value);
+                let body = serde_json::to_vec(&stored).map_err(internal)?;
+                idempotency::complete(&mut tx, &key.scope, &key.key, 200, &body).await?;
+                tx.commit().await?;
+                self.outbox.wake();
+                Ok(value)
+            }
+            Err(error) if error.is_final() => {
+                let stored: Stored<()> = Err(error.clone());
+                let body = serde_json::to_vec(&stored).map_err(internal)?;
+                if let Some(e) = refusal_event {
+                    self.outbox.add(&mut tx, events::CHARGE_FAILED, &e.user_id, &e).await?;
+                }
+                idempotency::complete(&mut tx, &key.scope, &key.key, 409, &body).await?;
+                tx.commit().await?;
+                self.outbox.wake();
+                self.metrics.count("payments_refused_total", "Payments refused, by reason.", &[("reason", reason_label(&error))], 1);
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Takes money from the wallet: captured at once (`capture = true`) or held.
     pub async fn charge(&self, cmd: ChargeCmd, capture: bool, key: Key) -> Result<ChargeRow, PaymentError> {
         if cmd.amount.minor <= 0 {
@@ -248,9 +300,28 @@ impl Payments {
             cmd.reference.as_bytes(),
             cmd.description.as_bytes(),
         ]);
-        if let Some(replay) = self.begin::<ChargeRow>(&key, &fp).await? {
+        let mut tx = self.db.begin_write().await?;
+        if let Some(replay) = self.claim::<ChargeRow>(&mut tx, &key, &fp).await? {
             return replay;
         }
+        let outcome = self.charge_in(&mut tx, &cmd, capture).await;
+        let refusal = matches!(outcome, Err(PaymentError::InsufficientFunds)).then(|| events::ChargeFailed {
+            user_id: cmd.user_id.clone(),
+            amount: cmd.amount.to_view(),
+            reference: cmd.reference.clone(),
+            reason: "insufficient_funds".into(),
+        });
+        let charge = self.settle(tx, &key, outcome, refusal).await?;
+        self.metrics.count(
+            "payments_charges_total",
+            "Charges and authorisations made.",
+            &[("kind", if capture { "charge" } else { "authorization" })],
+            1,
+        );
+        Ok(charge)
+    }
+
+    async fn charge_in(&self, tx: &mut Tx, cmd: &ChargeCmd, capture: bool) -> Result<ChargeRow, PaymentError> {
         let now = self.clock.now_ms();
         let charge = ChargeRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -266,7 +337,6 @@ impl Payments {
             updated_at: now,
         };
         let posting = if capture { domain::charge(&cmd.user_id, cmd.amount) } else { domain::authorize(&cmd.user_id, cmd.amount) };
-        let mut tx = self.db.begin_write().await?;
         let meta = TxMeta {
             id: &charge.id,
             user_id: &cmd.user_id,
@@ -275,58 +345,35 @@ impl Payments {
             description: &cmd.description,
             now,
         };
-        if let Err(e) = self.apply(&mut tx, &posting, &meta).await {
-            drop(tx);
-            let event = events::ChargeFailed {
-                user_id: cmd.user_id.clone(),
-                amount: cmd.amount.to_view(),
-                reference: cmd.reference.clone(),
-                reason: "insufficient_funds".into(),
-            };
-            let event = matches!(e, PaymentError::InsufficientFunds).then_some(event);
-            return self.fail(&key, e, event).await;
-        }
-        store::insert_charge(&mut tx, &charge).await?;
+        self.apply(tx, &posting, &meta).await?;
+        store::insert_charge(tx, &charge).await?;
         if capture {
-            self.outbox.add(&mut tx, events::CHARGE_SUCCEEDED, &charge.user_id, &events::ChargeSucceeded::from(&charge)).await?;
+            self.outbox.add(tx, events::CHARGE_SUCCEEDED, &charge.user_id, &events::ChargeSucceeded::from(&charge)).await?;
         } else {
-            self.outbox.add(&mut tx, events::AUTHORIZATION_CREATED, &charge.user_id, &events::ChargeRef::from(&charge)).await?;
+            self.outbox.add(tx, events::AUTHORIZATION_CREATED, &charge.user_id, &events::ChargeRef::from(&charge)).await?;
         }
-        let charge = self.succeed(tx, &key, charge).await?;
-        self.metrics.count(
-            "payments_charges_total",
-            "Charges and authorisations made.",
-            &[("kind", if capture { "charge" } else { "authorization" })],
-            1,
-        );
         Ok(charge)
     }
 
     /// Captures `amount` of an authorisation; the rest goes back to the wallet.
     pub async fn capture(&self, charge_id: &str, amount: i64, key: Key) -> Result<ChargeRow, PaymentError> {
         let fp = idempotency::fingerprint(&[b"capture", charge_id.as_bytes(), &amount.to_be_bytes()]);
-        if let Some(replay) = self.begin::<ChargeRow>(&key, &fp).await? {
+        let mut tx = self.db.begin_write().await?;
+        if let Some(replay) = self.claim::<ChargeRow>(&mut tx, &key, &fp).await? {
             return replay;
         }
-        let result = self.capture_tx(charge_id, amount).await;
-        match result {
-            Ok(tx_and_charge) => {
-                let (tx, charge) = tx_and_charge;
-                self.succeed(tx, &key, charge).await
-            }
-            Err(e) => self.fail(&key, e, None).await,
-        }
+        let outcome = self.capture_in(&mut tx, charge_id, amount).await;
+        self.settle(tx, &key, outcome, None).await
     }
 
-    async fn capture_tx(&self, charge_id: &str, amount: i64) -> Result<(Tx, ChargeRow), PaymentError> {
-        let current = store::find_charge(&self.db, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
+    async fn capture_in(&self, tx: &mut Tx, charge_id: &str, amount: i64) -> Result<ChargeRow, PaymentError> {
+        let current = store::find_charge_in(tx, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
         if amount <= 0 || amount > current.authorized {
             return Err(PaymentError::CaptureExceedsAuthorization { authorized: current.authorized });
         }
         let currency = Currency::parse(&current.currency).map_err(internal)?;
         let now = self.clock.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        let Some(charge) = store::mark_captured(&mut tx, charge_id, amount, now).await? else {
+        let Some(charge) = store::mark_captured(tx, charge_id, amount, now).await? else {
             return Err(PaymentError::InvalidState { status: current.status });
         };
         let posting = domain::capture(&charge.user_id, currency, charge.authorized, amount);
@@ -339,29 +386,27 @@ impl Payments {
             description: &charge.description,
             now,
         };
-        self.apply(&mut tx, &posting, &meta).await?;
-        self.outbox.add(&mut tx, events::CHARGE_SUCCEEDED, &charge.user_id, &events::ChargeSucceeded::from(&charge)).await?;
-        Ok((tx, charge))
+        self.apply(tx, &posting, &meta).await.map_err(unexpected)?;
+        self.outbox.add(tx, events::CHARGE_SUCCEEDED, &charge.user_id, &events::ChargeSucceeded::from(&charge)).await?;
+        Ok(charge)
     }
 
     /// Releases an authorisation back to the wallet.
     pub async fn void(&self, charge_id: &str, key: Key) -> Result<ChargeRow, PaymentError> {
         let fp = idempotency::fingerprint(&[b"void", charge_id.as_bytes()]);
-        if let Some(replay) = self.begin::<ChargeRow>(&key, &fp).await? {
+        let mut tx = self.db.begin_write().await?;
+        if let Some(replay) = self.claim::<ChargeRow>(&mut tx, &key, &fp).await? {
             return replay;
         }
-        match self.void_tx(charge_id).await {
-            Ok((tx, charge)) => self.succeed(tx, &key, charge).await,
-            Err(e) => self.fail(&key, e, None).await,
-        }
+        let outcome = self.void_in(&mut tx, charge_id).await;
+        self.settle(tx, &key, outcome, None).await
     }
 
-    async fn void_tx(&self, charge_id: &str) -> Result<(Tx, ChargeRow), PaymentError> {
-        let current = store::find_charge(&self.db, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
+    async fn void_in(&self, tx: &mut Tx, charge_id: &str) -> Result<ChargeRow, PaymentError> {
+        let current = store::find_charge_in(tx, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
         let currency = Currency::parse(&current.currency).map_err(internal)?;
         let now = self.clock.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        let Some(charge) = store::mark_voided(&mut tx, charge_id, now).await? else {
+        let Some(charge) = store::mark_voided(tx, charge_id, now).await? else {
             return Err(PaymentError::InvalidState { status: current.status });
         };
         let txn_id = uuid::Uuid::now_v7().to_string();
@@ -373,46 +418,44 @@ impl Payments {
             description: &charge.description,
             now,
         };
-        self.apply(&mut tx, &domain::void(&charge.user_id, currency, charge.authorized), &meta).await?;
-        self.outbox.add(&mut tx, events::AUTHORIZATION_VOIDED, &charge.user_id, &events::ChargeRef::from(&charge)).await?;
-        Ok((tx, charge))
+        self.apply(tx, &domain::void(&charge.user_id, currency, charge.authorized), &meta).await.map_err(unexpected)?;
+        self.outbox.add(tx, events::AUTHORIZATION_VOIDED, &charge.user_id, &events::ChargeRef::from(&charge)).await?;
+        Ok(charge)
     }
 
     /// Returns captured money to the wallet; the total refunded never exceeds the capture.
     pub async fn refund(&self, charge_id: &str, amount: i64, reason: &str, key: Key) -> Result<RefundDone, PaymentError> {
-        let fp = idempotency::fingerprint(&[b"refund", charge_id.as_bytes(), &amount.to_be_bytes(), reason.as_bytes()]);
-        if let Some(replay) = self.begin::<RefundDone>(&key, &fp).await? {
-            return replay;
-        }
-        match self.refund_tx(charge_id, amount, reason).await {
-            Ok((tx, done)) => {
-                let done = self.succeed(tx, &key, done).await?;
-                self.metrics.count("payments_refunds_total", "Refunds made.", &[], 1);
-                Ok(done)
-            }
-            Err(e) => self.fail(&key, e, None).await,
-        }
-    }
-
-    async fn refund_tx(&self, charge_id: &str, amount: i64, reason: &str) -> Result<(Tx, RefundDone), PaymentError> {
         if amount <= 0 {
             return Err(PaymentError::Invalid("the amount must be positive".into()));
         }
-        let current = store::find_charge(&self.db, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
+        let fp = idempotency::fingerprint(&[b"refund", charge_id.as_bytes(), &amount.to_be_bytes(), reason.as_bytes()]);
+        let mut tx = self.db.begin_write().await?;
+        if let Some(replay) = self.claim::<RefundDone>(&mut tx, &key, &fp).await? {
+            return replay;
+        }
+        let outcome = self.refund_in(&mut tx, charge_id, amount, reason).await;
+        let done = self.settle(tx, &key, outcome, None).await?;
+        self.metrics.count("payments_refunds_total", "Refunds made.", &[], 1);
+        Ok(done)
+    }
+
+    async fn refund_in(&self, tx: &mut Tx, charge_id: &str, amount: i64, reason: &str) -> Result<RefundDone, PaymentError> {
+        let current = store::find_charge_in(tx, charge_id).await?.ok_or(PaymentError::ChargeNotFound)?;
         if !matches!(current.status.as_str(), "captured" | "partially_refunded") {
             return Err(PaymentError::InvalidState { status: current.status });
         }
         let currency = Currency::parse(&current.currency).map_err(internal)?;
         let now = self.clock.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        let Some(charge) = store::add_refund(&mut tx, charge_id, amount, now).await? else {
-            // Read the latest state inside this transaction for an exact answer.
-            let (captured, refunded): (i64, i64) =
-                sqlx::query_as("SELECT captured, refunded FROM charges WHERE id = $1").bind(charge_id).fetch_one(&mut *tx).await?;
+        let Some(charge) = store::add_refund(tx, charge_id, amount, now).await? else {
+            let (captured, refunded, status): (i64, i64, String) =
+                sqlx::query_as("SELECT captured, refunded, status FROM charges WHERE id = $1").bind(charge_id).fetch_one(&mut **tx).await?;
+            if status == "refunded" {
+                return Err(PaymentError::InvalidState { status });
+            }
             return Err(PaymentError::RefundExceedsCapture { refundable: captured - refunded });
         };
         let refund_id = uuid::Uuid::now_v7().to_string();
-        store::insert_refund(&mut tx, &refund_id, charge_id, amount, reason, now).await?;
+        store::insert_refund(tx, &refund_id, charge_id, amount, reason, now).await?;
         let money = Money::new(amount, currency);
         let meta = TxMeta {
             id: &refund_id,
@@ -422,7 +465,7 @@ impl Payments {
             description: reason,
             now,
         };
-        self.apply(&mut tx, &domain::refund(&charge.user_id, money), &meta).await?;
+        self.apply(tx, &domain::refund(&charge.user_id, money), &meta).await.map_err(unexpected)?;
         let event = events::RefundCompleted {
             refund_id: refund_id.clone(),
             charge_id: charge_id.to_owned(),
@@ -430,8 +473,18 @@ impl Payments {
             amount: money.to_view(),
             reference: charge.reference.clone(),
         };
-        self.outbox.add(&mut tx, events::REFUND_COMPLETED, &charge.user_id, &event).await?;
-        Ok((tx, RefundDone { refund_id, charge }))
+        self.outbox.add(tx, events::REFUND_COMPLETED, &charge.user_id, &event).await?;
+        Ok(RefundDone { refund_id, charge })
+    }
+}
+
+/// A refusal after an earlier statement of the same operation wrote something would break
+/// "refusals write nothing"; it cannot happen when the state machine holds, and if it ever
+/// did, it must roll back as an internal error rather than be stored as a refusal.
+fn unexpected(e: PaymentError) -> PaymentError {
+    match e {
+        PaymentError::Internal => PaymentError::Internal,
+        other => internal(format_args!("posting refused after the state changed: {other}")),
     }
 }
 

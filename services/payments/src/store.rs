@@ -154,6 +154,14 @@ pub async fn find_charge(db: &Db, id: &str) -> Result<Option<ChargeRow>, sqlx::E
         .await
 }
 
+/// Reads a charge inside a transaction (never a second connection while holding one).
+pub async fn find_charge_in(tx: &mut Tx, id: &str) -> Result<Option<ChargeRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
 /// Moves an authorised charge to captured; None when it was not (or no longer) authorised.
 pub async fn mark_captured(tx: &mut Tx, id: &str, amount: i64, now: i64) -> Result<Option<ChargeRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(

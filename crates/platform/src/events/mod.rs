@@ -95,6 +95,17 @@ pub trait Subscription: Send {
 pub trait Bus: Send + Sync {
     /// Publishes and waits for the bus to acknowledge that the message is stored.
     async fn publish(&self, subject: &str, id: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Publishes several messages in order and returns how many, from the first, the bus
+    /// acknowledged (stopping at the first failure). Buses that can keep several publishes in
+    /// flight override this.
+    async fn publish_batch(&self, messages: &[(String, String, Bytes)]) -> Result<usize, BusError> {
+        for (i, (subject, id, payload)) in messages.iter().enumerate() {
+            if let Err(e) = self.publish(subject, id, payload.clone()).await {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(messages.len())
+    }
     /// A durable consumer named `consumer` of the subjects matching `filter`
     /// (NATS-style: `*` one token, `>` the rest). It resumes where it left off.
     async fn subscribe(&self, consumer: &str, filter: &str) -> Result<Box<dyn Subscription>, BusError>;
@@ -212,22 +223,29 @@ pub enum RelayError {
     Bus(#[from] BusError),
 }
 
-/// Publishes up to one batch of unpublished rows; returns how many went out.
+/// Publishes up to one batch of unpublished rows; returns how many went out. Rows are
+/// marked by their exact sequence numbers: a row with a lower number that commits later is
+/// still unpublished and goes out with the next batch.
 pub async fn relay_batch(db: &Db, bus: &dyn Bus, metrics: &Metrics) -> Result<usize, RelayError> {
     let rows: Vec<(i64, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 128")
+        sqlx::query_as("SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 256")
             .fetch_all(db.pool())
             .await?;
-    let mut published = 0;
-    for (seq, id, subject, payload) in rows {
-        bus.publish(&subject, &id, Bytes::from(payload)).await?;
-        sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = $2")
-            .bind(crate::clock::to_millis(time::OffsetDateTime::now_utc()))
-            .bind(seq)
-            .execute(db.pool())
-            .await?;
-        metrics.count("events_published_total", "Events published from the outbox.", &[], 1);
-        published += 1;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let messages: Vec<(String, String, Bytes)> =
+        rows.iter().map(|(_, id, subject, payload)| (subject.clone(), id.clone(), Bytes::from(payload.clone()))).collect();
+    let published = bus.publish_batch(&messages).await?;
+    if published > 0 {
+        let placeholders: Vec<String> = (0..published).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("UPDATE outbox SET published_at = $1 WHERE seq IN ({})", placeholders.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::clock::to_millis(time::OffsetDateTime::now_utc()));
+        for (seq, ..) in rows.iter().take(published) {
+            q = q.bind(*seq);
+        }
+        q.execute(db.pool()).await?;
+        metrics.count("events_published_total", "Events published from the outbox.", &[], published as u64);
     }
     Ok(published)
 }

@@ -97,6 +97,38 @@ impl Bus for NatsBus {
         Ok(())
     }
 
+    async fn publish_batch(&self, messages: &[(String, String, Bytes)]) -> Result<usize, BusError> {
+        // Send everything first, then collect the acknowledgements: one round trip's wait
+        // for the whole batch instead of one per message.
+        let mut acks = Vec::with_capacity(messages.len());
+        for (subject, id, payload) in messages {
+            let service = self.source_of(subject)?;
+            if !self.streams.lock().await.contains(&self.stream_name(service)) {
+                self.stream(service).await?;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            match self.js.publish_with_headers(subject.clone(), headers, payload.clone()).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    if acks.is_empty() {
+                        return Err(unavailable(e));
+                    }
+                    break;
+                }
+            }
+        }
+        let mut confirmed = 0;
+        for ack in acks {
+            match ack.await {
+                Ok(_) => confirmed += 1,
+                Err(e) if confirmed == 0 => return Err(unavailable(e)),
+                Err(_) => break,
+            }
+        }
+        Ok(confirmed)
+    }
+
     async fn subscribe(&self, consumer_name: &str, filter: &str) -> Result<Box<dyn Subscription>, BusError> {
         let service = self.source_of(filter)?;
         let stream = self.stream(service).await?;
