@@ -72,26 +72,36 @@ impl IntoResponse for Stored {
 /// (request fingerprint, stored status, stored response, created at).
 type RecordRow = (String, Option<i64>, Option<Vec<u8>>, i64);
 
-/// Records the start of request `key` in `scope` (e.g. `"<user>:top-up"`).
-pub async fn begin(db: &Db, scope: &str, key: &str, fingerprint: &str, now_ms: i64) -> Result<Begin, Problem> {
+/// Inserts the record of an attempt; true when this call created it.
+async fn try_insert(conn: &mut sqlx::AnyConnection, scope: &str, key: &str, fingerprint: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
     let inserted =
         sqlx::query("INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
             .bind(scope)
             .bind(key)
             .bind(fingerprint)
             .bind(now_ms)
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?
             .rows_affected();
-    if inserted == 1 {
+    Ok(inserted == 1)
+}
+
+async fn read(conn: &mut sqlx::AnyConnection, scope: &str, key: &str) -> Result<Option<RecordRow>, sqlx::Error> {
+    sqlx::query_as("SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Records the start of request `key` in `scope` (e.g. `"<user>:top-up"`).
+pub async fn begin(db: &Db, scope: &str, key: &str, fingerprint: &str, now_ms: i64) -> Result<Begin, Problem> {
+    let mut conn = db.pool().acquire().await?;
+    if try_insert(&mut conn, scope, key, fingerprint, now_ms).await? {
         return Ok(Begin::Proceed);
     }
-    let row: Option<RecordRow> =
-        sqlx::query_as("SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(db.pool())
-            .await?;
+    let row = read(&mut conn, scope, key).await?;
+    drop(conn);
     let Some((hash, status, response, created_at)) = row else {
         // Deleted between our insert and read (an abandoned attempt): try once more.
         return Box::pin(begin(db, scope, key, fingerprint, now_ms)).await;
@@ -125,24 +135,10 @@ pub async fn begin(db: &Db, scope: &str, key: &str, fingerprint: &str, now_ms: i
 /// one round of the database. A concurrent request with the same key waits on the row until
 /// the first commits and then replays its answer; if the first rolled back, it runs itself.
 pub async fn claim(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, now_ms: i64) -> Result<Begin, Problem> {
-    let inserted =
-        sqlx::query("INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(scope)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-    if inserted == 1 {
+    if try_insert(tx, scope, key, fingerprint, now_ms).await? {
         return Ok(Begin::Proceed);
     }
-    let row: Option<RecordRow> =
-        sqlx::query_as("SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let row = read(tx, scope, key).await?;
     match row {
         Some((hash, _, _, _)) if hash != fingerprint => Err(Problem::new(Code::IdempotencyKeyReused)),
         Some((_, Some(status), response, _)) => Ok(Begin::Replay(Stored { status: status as u16, body: response.unwrap_or_default() })),
