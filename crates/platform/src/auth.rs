@@ -247,8 +247,8 @@ impl Verifier {
 }
 
 /// The bearer token of a request, if any.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
@@ -291,7 +291,7 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(AuthError::Missing)?;
+        let token = bearer(&parts.headers).ok_or(AuthError::Missing)?;
         let claims = Verifier::from_ref(state).verify(token).await?;
         Ok(Caller { user_id: claims.sub, email: claims.email, role: claims.role })
     }

@@ -151,6 +151,15 @@ pub struct MoneyView {
 }
 
 impl MoneyView {
+    /// The view of a stored amount. A currency the platform no longer knows is shown as its
+    /// raw minor units rather than failing the whole answer.
+    pub fn from_minor(minor: i64, currency: &str) -> Self {
+        match Currency::parse(currency) {
+            Ok(c) => Money::new(minor, c).to_view(),
+            Err(_) => MoneyView { amount: minor.to_string(), currency: currency.to_owned() },
+        }
+    }
+
     pub fn parse(&self) -> Result<Money, MoneyError> {
         Money::parse(&self.amount, Currency::parse(&self.currency)?)
     }
@@ -181,7 +190,9 @@ mod tests {
         for bad in ["", "-1", "1.", ".5", "1.234", "1e3", "12,50", " ", "NaN", "99999999999999999999"] {
             assert!(Money::parse(bad, eur()).is_err(), "{bad:?}");
         }
+        // ISO 4217's code for "no currency" is not one the platform accepts.
         assert!(Currency::parse("XXX").is_err());
+        assert!(Currency::parse("EURO").is_err());
     }
 
     #[test]

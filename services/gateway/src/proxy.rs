@@ -60,7 +60,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectIn
     };
     let mut client_key = None;
     if needs_token {
-        let claims = match bearer(req.headers()) {
+        let claims = match motorpool_platform::auth::bearer(req.headers()) {
             None => Err(AuthError::Missing),
             Some(token) => gw.verifier.verify(token).await,
         };
@@ -87,12 +87,6 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectIn
         }
     }
     forward(&gw, rule.service, req, peer).await
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -180,12 +180,6 @@ pub struct StreamQuery {
     pub access_token: Option<String>,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
 /// The caller's new notifications, live, as Server-Sent Events: an event `notification`
 /// carrying the JSON of a `NotificationView` for each one created after connecting, and a
 /// keep-alive comment every 15 s. The stream ends when the access token expires.
@@ -200,7 +194,7 @@ async fn stream(
     let q = query(q)?;
     // The gateway lets this route through without a header check (EventSource cannot send
     // one), so the token is verified here, with the same verifier as every other route.
-    let token = bearer(&headers).map(str::to_owned).or(q.access_token).ok_or(AuthError::Missing)?;
+    let token = motorpool_platform::auth::bearer(&headers).map(str::to_owned).or(q.access_token).ok_or(AuthError::Missing)?;
     let claims = s.verifier.verify(&token).await?;
     let live = s.app.live(&claims.sub, claims.exp).await?;
     let events = live.into_events(|n| serde_json::to_value(NotificationView::from(n)).unwrap_or_default());

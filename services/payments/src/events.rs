@@ -2,7 +2,7 @@
 //! it user-facing: notifications tells that user.
 
 use motorpool_platform::events::EventSpec;
-use motorpool_platform::money::{Currency, Money, MoneyView};
+use motorpool_platform::money::MoneyView;
 use serde::{Deserialize, Serialize};
 
 use crate::store::ChargeRow;
@@ -45,13 +45,6 @@ pub const SPECS: &[EventSpec] = &[
     },
 ];
 
-fn view(minor: i64, currency: &str) -> MoneyView {
-    match Currency::parse(currency) {
-        Ok(c) => Money::new(minor, c).to_view(),
-        Err(_) => MoneyView { amount: minor.to_string(), currency: currency.to_owned() },
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WalletToppedUp {
@@ -77,7 +70,7 @@ impl From<&ChargeRow> for ChargeSucceeded {
         Self {
             charge_id: c.id.clone(),
             user_id: c.user_id.clone(),
-            amount: view(c.captured, &c.currency),
+            amount: MoneyView::from_minor(c.captured, &c.currency),
             reference: c.reference.clone(),
             description: c.description.clone(),
             invoice_id: c.id.clone(),
@@ -118,7 +111,7 @@ impl From<&ChargeRow> for ChargeRef {
         Self {
             charge_id: c.id.clone(),
             user_id: c.user_id.clone(),
-            amount: view(c.authorized, &c.currency),
+            amount: MoneyView::from_minor(c.authorized, &c.currency),
             reference: c.reference.clone(),
         }
     }

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use motorpool_platform::auth::{Admin, Caller, Verifier};
 use motorpool_platform::clock::rfc3339_ms;
 use motorpool_platform::idempotency;
-use motorpool_platform::money::{Currency, Money, MoneyView};
+use motorpool_platform::money::{Money, MoneyView};
 use motorpool_platform::problem::{ApiJson, ApiResult, Code, FieldError, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -84,13 +84,6 @@ fn money(view: &MoneyView, field: &str) -> Result<Money, Problem> {
     Ok(m)
 }
 
-fn view(minor: i64, currency: &str) -> MoneyView {
-    match Currency::parse(currency) {
-        Ok(c) => Money::new(minor, c).to_view(),
-        Err(_) => MoneyView { amount: minor.to_string(), currency: currency.to_owned() },
-    }
-}
-
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrencyBalance {
@@ -112,7 +105,10 @@ pub struct WalletView {
 #[utoipa::path(get, path = "/api/payments/wallet", tag = "payments", security(("bearer" = [])), responses((status = 200, body = WalletView)))]
 async fn wallet(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<WalletView>> {
     let rows = store::balances(&s.payments.db, &caller.user_id).await?;
-    let balances = rows.into_iter().map(|(c, a, h)| CurrencyBalance { available: view(a, &c), held: view(h, &c), currency: c }).collect();
+    let balances = rows
+        .into_iter()
+        .map(|(c, a, h)| CurrencyBalance { available: MoneyView::from_minor(a, &c), held: MoneyView::from_minor(h, &c), currency: c })
+        .collect();
     Ok(Json(WalletView { user_id: caller.user_id, balances }))
 }
 
@@ -154,8 +150,8 @@ async fn top_up(
     let done = s.payments.top_up(&caller.user_id, amount, &card, key).await?;
     let out = TopUpView {
         transaction_id: done.transaction_id,
-        amount: view(done.amount_minor, &done.currency),
-        available: view(done.available_minor, &done.currency),
+        amount: MoneyView::from_minor(done.amount_minor, &done.currency),
+        available: MoneyView::from_minor(done.available_minor, &done.currency),
     };
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -188,9 +184,9 @@ impl From<&ChargeRow> for ChargeView {
         Self {
             id: c.id.clone(),
             status: c.status.clone(),
-            authorized: view(c.authorized, &c.currency),
-            captured: view(c.captured, &c.currency),
-            refunded: view(c.refunded, &c.currency),
+            authorized: MoneyView::from_minor(c.authorized, &c.currency),
+            captured: MoneyView::from_minor(c.captured, &c.currency),
+            refunded: MoneyView::from_minor(c.refunded, &c.currency),
             reference: c.reference.clone(),
             description: c.description.clone(),
             invoice_id: c.id.clone(),
@@ -285,8 +281,8 @@ async fn transactions(State(s): State<AppState>, caller: Caller, Query(q): Query
         .map(|t| TransactionView {
             id: t.id.clone(),
             kind: t.kind.clone(),
-            wallet_change: view(t.wallet_change, &t.currency),
-            held_change: view(t.held_change, &t.currency),
+            wallet_change: MoneyView::from_minor(t.wallet_change, &t.currency),
+            held_change: MoneyView::from_minor(t.held_change, &t.currency),
             reference: t.reference.clone(),
             description: t.description.clone(),
             charge_id: t.charge_id.clone(),
@@ -342,13 +338,19 @@ async fn invoice(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
         customer_email: customer.as_ref().map(|c| c.0.clone()),
         reference: charge.reference.clone(),
         status: charge.status.clone(),
-        lines: vec![InvoiceLine { description: charge.description.clone(), amount: view(charge.captured, &charge.currency) }],
-        total: view(charge.captured, &charge.currency),
+        lines: vec![InvoiceLine {
+            description: charge.description.clone(),
+            amount: MoneyView::from_minor(charge.captured, &charge.currency),
+        }],
+        total: MoneyView::from_minor(charge.captured, &charge.currency),
         refunds: refunds
             .iter()
-            .map(|r| InvoiceLine { description: format!("Refund: {}", r.reason), amount: view(-r.amount, &charge.currency) })
+            .map(|r| InvoiceLine {
+                description: format!("Refund: {}", r.reason),
+                amount: MoneyView::from_minor(-r.amount, &charge.currency),
+            })
             .collect(),
-        amount_due_after_refunds: view(charge.captured - charge.refunded, &charge.currency),
+        amount_due_after_refunds: MoneyView::from_minor(charge.captured - charge.refunded, &charge.currency),
     };
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if wants_html { Ok(Html(invoice_html(&inv)).into_response()) } else { Ok(Json(inv).into_response()) }

@@ -66,6 +66,23 @@ async fn wait_applied(db: &Db, n: usize) -> Vec<String> {
     applied(db).await
 }
 
+/// Starts the producer's outbox relay and the consumer; cancel the token to stop both.
+fn pipeline(producer: &Db, consumer_db: &Db, bus: &Arc<dyn Bus>, outbox: &Outbox, infra: &InfraConfig, clock: &Clock) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let metrics = Metrics::new("test");
+    tokio::spawn(events::relay(producer.clone(), bus.clone(), outbox.clone(), Duration::from_millis(50), metrics.clone(), stop.clone()));
+    tokio::spawn(events::run_consumer(
+        consumer_db.clone(),
+        bus.clone(),
+        infra.events.namespace.clone(),
+        consumer(),
+        clock.clone(),
+        metrics,
+        stop.clone(),
+    ));
+    stop
+}
+
 fn consumer() -> Consumer {
     Consumer { name: "recorder".into(), filter: "producer.thing.>".into(), handler: Arc::new(Recorder) }
 }
@@ -93,18 +110,7 @@ async fn events_committed_before_a_crash_are_delivered_after_restart_exactly_onc
     let producer = open(&infra, "producer").await;
     let consumer_db = open(&infra, "consumer").await;
     let bus: Arc<dyn Bus> = events::connect_bus(&infra).await.unwrap();
-    let stop = CancellationToken::new();
-    let metrics = Metrics::new("test");
-    tokio::spawn(events::relay(producer.clone(), bus.clone(), outbox.clone(), Duration::from_millis(50), metrics.clone(), stop.clone()));
-    tokio::spawn(events::run_consumer(
-        consumer_db.clone(),
-        bus.clone(),
-        infra.events.namespace.clone(),
-        consumer(),
-        clock.clone(),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let stop = pipeline(&producer, &consumer_db, &bus, &outbox, &infra, &clock);
     assert_eq!(wait_applied(&consumer_db, 3).await, ["a", "b", "c"]);
     assert_eq!(unpublished(&producer).await, 0);
 
@@ -201,18 +207,7 @@ async fn infra_events_committed_while_nats_is_down_are_delivered_when_it_returns
     let consumer_db = open(&infra, "consumer").await;
     let outbox = Outbox::new("producer", &infra.events.namespace, clock.clone());
     let bus: Arc<dyn Bus> = events::connect_bus(&infra).await.unwrap();
-    let stop = CancellationToken::new();
-    let metrics = Metrics::new("test");
-    tokio::spawn(events::relay(producer.clone(), bus.clone(), outbox.clone(), Duration::from_millis(50), metrics.clone(), stop.clone()));
-    tokio::spawn(events::run_consumer(
-        consumer_db.clone(),
-        bus.clone(),
-        infra.events.namespace.clone(),
-        consumer(),
-        clock.clone(),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let stop = pipeline(&producer, &consumer_db, &bus, &outbox, &infra, &clock);
     commit_events(&producer, &outbox, &["before"]).await;
     outbox.wake();
     assert_eq!(wait_applied(&consumer_db, 1).await, ["before"]);
