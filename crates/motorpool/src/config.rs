@@ -42,6 +42,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Seed demo accounts and data at start (`up` turns this on).
     pub demo_data: bool,
+    /// Async worker threads of the process; 0 means one per CPU core.
+    pub worker_threads: usize,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub storage: StorageConfig,
@@ -75,6 +77,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             demo_data: false,
+            worker_threads: 0,
             log: LogConfig::default(),
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
@@ -124,6 +127,7 @@ impl Config {
         for name in SERVICES {
             anyhow::ensure!(self.listen.contains_key(*name), "listen.{name} is missing");
         }
+        anyhow::ensure!(self.worker_threads <= 1024, "worker_threads must be at most 1024 (0 = one per core)");
         anyhow::ensure!(self.http.body_limit_bytes >= 1024, "http.body_limit_bytes must be at least 1024");
         anyhow::ensure!(self.gateway.rate_limit_per_sec > 0.0, "gateway.rate_limit_per_sec must be positive");
         anyhow::ensure!(self.identity.access_ttl_secs >= 60, "identity.access_ttl_secs must be at least 60");

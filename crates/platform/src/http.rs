@@ -5,16 +5,21 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,17 +47,15 @@ pub struct Ops {
 
 /// Builds a service's full router around its REST routes (and gRPC routes, served on the
 /// same port).
-pub fn service_router(rest: Router, grpc: Option<Router>, custom_fallback: bool, ops: Ops, body_limit: usize, timeout: Duration) -> Router {
+pub fn service_router(rest: Router, grpc: Option<Router>, ops: Ops, body_limit: usize, timeout: Duration) -> Router {
     let metrics = ops.metrics.clone();
     let service = ops.service;
     let mut app = rest.merge(ops_routes(ops));
     if let Some(grpc) = grpc {
         app = app.merge(grpc);
     }
-    if !custom_fallback {
-        app = app.fallback(route_not_found);
-    }
-    app.method_not_allowed_fallback(method_not_allowed)
+    app.fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::new(Observe { service, metrics, timeout }), observe))
 }
@@ -199,21 +202,71 @@ async fn openapi(State(ops): State<Arc<Ops>>) -> Json<serde_json::Value> {
     Json((*ops.openapi).clone())
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish for at
-/// most `drain`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, drain: Duration) {
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let signal = shutdown.clone();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move { signal.cancelled().await });
-    let server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = server => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "server failed");
+/// A handler in front of a service's router. The gateway's proxy takes the requests its
+/// route table owns straight off the connection, without the router and middleware (it does
+/// its own request ids, trace context, metrics and timeout); everything else it hands back
+/// and the router serves it.
+pub trait Front: Send + Sync + 'static {
+    /// Either the response future for `req`, or `req` back for the router.
+    #[allow(clippy::result_large_err)]
+    fn call(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Result<BoxFuture<'static, Response>, hyper::Request<Incoming>>;
+}
+
+/// Serves `router` (behind `front`, if given) on `listener` until `shutdown`, then lets
+/// in-flight requests finish for at most `drain`. HTTP/1.1 and HTTP/2 (h2c, for gRPC) share
+/// the port.
+pub async fn serve(listener: TcpListener, router: Router, front: Option<Arc<dyn Front>>, shutdown: CancellationToken, drain: Duration) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Responses are written whole; waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let front = front.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let req = match &front {
+                Some(front) => match front.call(req, peer) {
+                    Ok(handled) => return handled.map(Ok::<_, Infallible>).left_future(),
+                    Err(req) => req,
+                },
+                None => req,
+            };
+            let mut req = req;
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req).right_future()
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::trace!(error = %e, "connection ended with an error");
             }
-        }
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
-        }
+        });
     }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
+    }
+}
+
+/// Accept errors: a connection that died before it was accepted is skipped; anything else
+/// (such as running out of file descriptors) is logged and retried after a pause.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

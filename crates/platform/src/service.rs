@@ -21,7 +21,7 @@ use crate::db::{Db, Migrations};
 use crate::discovery::Discovery;
 use crate::events::{Bus, Consumer, EventSpec, Outbox};
 use crate::grpc::Peers;
-use crate::http::{Ops, ReadyProbe};
+use crate::http::{Front, Ops, ReadyProbe};
 use crate::metrics::Metrics;
 
 /// Token settings every verifier shares.
@@ -85,9 +85,8 @@ pub struct ServiceParts {
     pub required_peers: Vec<&'static str>,
     /// Extra readiness checks.
     pub probes: Vec<(&'static str, ReadyProbe)>,
-    /// True when `rest` brings its own fallback (the gateway's proxy); otherwise unknown
-    /// routes get the platform's 404 problem.
-    pub custom_fallback: bool,
+    /// Takes requests before the router does (the gateway's proxy).
+    pub front: Option<Arc<dyn Front>>,
 }
 
 impl ServiceParts {
@@ -100,7 +99,7 @@ impl ServiceParts {
             openapi,
             required_peers: Vec::new(),
             probes: Vec::new(),
-            custom_fallback: false,
+            front: None,
         }
     }
 }
@@ -187,15 +186,9 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
     let probes = readiness_probes(shared, db.clone(), &parts);
     let openapi = Arc::new(serde_json::to_value(&parts.openapi)?);
     let ops = Ops { service: name, metrics: metrics.clone(), probes, openapi };
-    let router = crate::http::service_router(
-        parts.rest,
-        parts.grpc,
-        parts.custom_fallback,
-        ops,
-        infra.http.body_limit_bytes,
-        infra.http.request_timeout(),
-    );
+    let router = crate::http::service_router(parts.rest, parts.grpc, ops, infra.http.body_limit_bytes, infra.http.request_timeout());
 
+    let front = parts.front;
     let shutdown = shared.shutdown.clone();
     if let Some(db) = &db {
         let interval = std::time::Duration::from_millis(infra.events.relay_interval_ms);
@@ -225,7 +218,7 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
     let server_stop = CancellationToken::new();
     let stop = server_stop.clone();
     let handle = tokio::spawn(async move {
-        let serving = tokio::spawn(crate::http::serve(listener, router, stop.clone(), drain));
+        let serving = tokio::spawn(crate::http::serve(listener, router, front, stop.clone(), drain));
         shutdown.cancelled().await;
         // Leave discovery first, so no new traffic is routed here while in-flight work drains.
         registration.withdraw().await;

@@ -70,16 +70,40 @@ impl TraceContext {
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
     }
+
+    /// The `traceparent` header value, formatted without allocating.
+    pub fn header_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&self.span_id, &mut out[36..52]);
+        out[54] = b'0' + u8::from(self.sampled);
+        out
+    }
+
+    /// The `traceparent` header value.
+    pub fn header_value(&self) -> axum::http::HeaderValue {
+        // Only hex digits and dashes: always a valid header value.
+        axum::http::HeaderValue::from_bytes(&self.header_bytes()).unwrap_or_else(|_| axum::http::HeaderValue::from_static(""))
+    }
 }
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.span_id), u8::from(self.sampled))
+        // The bytes are ASCII by construction.
+        f.write_str(std::str::from_utf8(&self.header_bytes()).map_err(|_| fmt::Error)?)
+    }
+}
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         s.push(DIGITS[(b >> 4) as usize] as char);
@@ -110,9 +134,13 @@ pub async fn with_trace<F: Future>(ctx: TraceContext, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await
 }
 
-/// A short random request id.
+/// A new request id: a UUIDv7 (time-ordered) as 32 hex digits. Its random bits come from
+/// the thread's user-space generator, so minting one costs no system call.
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().simple().to_string()
 }
 
 #[cfg(test)]
@@ -124,11 +152,24 @@ mod tests {
         let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let ctx = TraceContext::parse(text).expect("valid traceparent");
         assert_eq!(ctx.to_string(), text);
+        assert_eq!(ctx.header_value().to_str().unwrap(), text);
+        let unsampled = TraceContext { sampled: false, ..ctx };
+        assert!(unsampled.to_string().ends_with("-00"));
         let child = ctx.child();
         assert_eq!(child.trace_id, ctx.trace_id);
         assert_ne!(child.span_id, ctx.span_id);
         assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(TraceContext::parse("00-xyz-00f067aa0ba902b7-01").is_none());
         assert!(TraceContext::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_7_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let uuid = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
     }
 }

@@ -65,10 +65,9 @@ impl ServiceDef for GatewayService {
                 .merge(pages)
                 .merge(swagger)
                 .route("/docs/openapi.json", get(site::merged_openapi).with_state((gw.clone(), docs)))
-                .merge(Router::new().route("/api/admin/overview", get(overview)).with_state(AdminState(gw.clone())))
-                .fallback_service(Router::new().fallback(proxy::handle).with_state(gw));
+                .merge(Router::new().route("/api/admin/overview", get(overview)).with_state(AdminState(gw.clone())));
             let mut parts = ServiceParts::new(rest, utoipa::openapi::OpenApi::default());
-            parts.custom_fallback = true;
+            parts.front = Some(Arc::new(proxy::Front(gw)));
             parts.required_peers = vec!["identity"];
             Ok(parts)
         }

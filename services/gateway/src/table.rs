@@ -57,7 +57,12 @@ fn matches(prefix: &str, path: &str) -> bool {
 
 /// The rule for `path`, if any.
 pub fn find(path: &str) -> Option<&'static Rule> {
-    RULES.iter().filter(|r| matches(r.prefix, path)).max_by_key(|r| r.prefix.len())
+    find_index(path).map(|i| &RULES[i])
+}
+
+/// The position in [`RULES`] of the rule for `path`, if any.
+pub fn find_index(path: &str) -> Option<usize> {
+    RULES.iter().enumerate().filter(|(_, r)| matches(r.prefix, path)).max_by_key(|(_, r)| r.prefix.len()).map(|(i, _)| i)
 }
 
 #[cfg(test)]
