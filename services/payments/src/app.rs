@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use motorpool_platform::clock::Clock;
-use motorpool_platform::db::{Db, Tx};
+use motorpool_platform::db::{Db, Dialect, Tx};
 use motorpool_platform::events::Outbox;
 use motorpool_platform::idempotency::{self, Begin};
 use motorpool_platform::metrics::Metrics;
@@ -300,6 +300,21 @@ impl Payments {
             cmd.reference.as_bytes(),
             cmd.description.as_bytes(),
         ]);
+        if capture && self.db.dialect() == Dialect::Postgres {
+            match self.charge_in_one_statement(&cmd, &key, &fp).await {
+                Ok(Some(charge)) => {
+                    self.outbox.wake();
+                    self.metrics.count("payments_charges_total", "Charges and authorisations made.", &[("kind", "charge")], 1);
+                    return Ok(charge);
+                }
+                // Not covered, or the key is known: the general path tells which and answers.
+                Ok(None) => {}
+                // A concurrent request with the same key got there first: the general path
+                // waits for it and replays its answer.
+                Err(e) if motorpool_platform::db::is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut tx = self.db.begin_write().await?;
         if let Some(replay) = self.claim::<ChargeRow>(&mut tx, &key, &fp).await? {
             return replay;
@@ -321,9 +336,30 @@ impl Payments {
         Ok(charge)
     }
 
-    async fn charge_in(&self, tx: &mut Tx, cmd: &ChargeCmd, capture: bool) -> Result<ChargeRow, PaymentError> {
+    /// A captured charge in one statement (PostgreSQL); None when it wrote nothing because
+    /// the wallet cannot cover it or the key is already known.
+    async fn charge_in_one_statement(&self, cmd: &ChargeCmd, key: &Key, fingerprint: &str) -> Result<Option<ChargeRow>, sqlx::Error> {
+        let charge = self.new_charge(cmd, true);
+        let posting = domain::charge(&cmd.user_id, cmd.amount);
+        let meta = TxMeta {
+            id: &charge.id,
+            user_id: &cmd.user_id,
+            charge_id: Some(&charge.id),
+            reference: &cmd.reference,
+            description: &cmd.description,
+            now: charge.created_at,
+        };
+        let (_, event) = self.outbox.prepare(events::CHARGE_SUCCEEDED, &charge.user_id, &events::ChargeSucceeded::from(&charge))?;
+        let stored: Stored<&ChargeRow> = Ok(&charge);
+        let body = serde_json::to_vec(&stored).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let done = store::Completion { scope: &key.scope, key: &key.key, fingerprint, status: 200, body: &body };
+        let moved = store::charge_one_statement(&self.db, &posting, &meta, &charge, &event, &done).await?;
+        Ok(moved.then_some(charge))
+    }
+
+    fn new_charge(&self, cmd: &ChargeCmd, capture: bool) -> ChargeRow {
         let now = self.clock.now_ms();
-        let charge = ChargeRow {
+        ChargeRow {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: cmd.user_id.clone(),
             currency: cmd.amount.currency.code().to_owned(),
@@ -335,7 +371,12 @@ impl Payments {
             description: cmd.description.clone(),
             created_at: now,
             updated_at: now,
-        };
+        }
+    }
+
+    async fn charge_in(&self, tx: &mut Tx, cmd: &ChargeCmd, capture: bool) -> Result<ChargeRow, PaymentError> {
+        let charge = self.new_charge(cmd, capture);
+        let now = charge.created_at;
         let posting = if capture { domain::charge(&cmd.user_id, cmd.amount) } else { domain::authorize(&cmd.user_id, cmd.amount) };
         let meta = TxMeta {
             id: &charge.id,

@@ -4,6 +4,7 @@
 //! before it is written.
 
 use motorpool_platform::db::{Db, Tx};
+use motorpool_platform::events::OutboxRow;
 use motorpool_platform::money::Currency;
 
 use crate::domain::{AccountKind, PLATFORM, Posting, account_id};
@@ -106,6 +107,95 @@ pub async fn post(tx: &mut Tx, posting: &Posting, meta: &TxMeta<'_>) -> Result<(
     }
     q.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The idempotency record a one-statement posting creates, already completed.
+pub struct Completion<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub status: u16,
+    pub body: &'a [u8],
+}
+
+/// PostgreSQL only: a captured charge as ONE autocommit statement (a data-modifying CTE)
+/// instead of a transaction of nine round trips: the conditional wallet debit, and — only if
+/// it succeeded — the transaction, its entries, the charge, the outbox event and the
+/// idempotency record with its response. Returns false, having written nothing, when the
+/// wallet cannot cover it or the key is already known; the caller then takes the general
+/// path, which tells those cases apart. A concurrent request with the same key makes this
+/// statement fail on the key's primary key, rolled back whole, and it takes the general path
+/// too (where it waits for the other and replays its answer).
+///
+/// The general path ([`post`] and friends, the same SQL on both engines) stays the
+/// reference; this is its equivalent for the hottest operation, for postings whose only
+/// tracked leg is the debited wallet (so there is one row lock and no lock ordering to keep).
+pub async fn charge_one_statement(
+    db: &Db,
+    posting: &Posting,
+    meta: &TxMeta<'_>,
+    charge: &ChargeRow,
+    event: &OutboxRow,
+    done: &Completion<'_>,
+) -> Result<bool, sqlx::Error> {
+    let [debit, credit] = posting.legs.as_slice() else {
+        return Err(sqlx::Error::Protocol("charge_one_statement takes a two-leg posting".into()));
+    };
+    if !debit.kind.is_tracked() || credit.kind.is_tracked() || debit.amount >= 0 {
+        return Err(sqlx::Error::Protocol("charge_one_statement takes a wallet debit to an untracked account".into()));
+    }
+    let moved: i64 = sqlx::query_scalar(
+        "WITH moved AS ( \
+           UPDATE accounts SET balance = balance + $1 \
+           WHERE id = $2 AND tracked AND balance + $1 >= min_balance \
+             AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE scope = $25 AND key = $26) \
+           RETURNING id), \
+         k AS ( \
+           INSERT INTO idempotency_keys (scope, key, request_hash, created_at, status, response) \
+           SELECT $25, $26, $27, $9, $23, $24 FROM moved), \
+         t AS ( \
+           INSERT INTO transactions (id, kind, user_id, charge_id, reference, description, created_at) \
+           SELECT $3, $4, $5, $6, $7, $8, $9 FROM moved RETURNING id), \
+         e AS ( \
+           INSERT INTO entries (transaction_id, account_id, amount, created_at) \
+           SELECT t.id, l.account_id, l.amount, $9 FROM t CROSS JOIN (VALUES ($2, $1), ($10, $11)) AS l (account_id, amount)), \
+         c AS ( \
+           INSERT INTO charges (id, user_id, currency, authorized, captured, refunded, status, reference, description, created_at, updated_at) \
+           SELECT $6, $5, $12, $13, $14, $15, $16, $7, $8, $17, $18 FROM moved), \
+         o AS ( \
+           INSERT INTO outbox (id, subject, payload, created_at) SELECT $19, $20, $21, $22 FROM moved) \
+         SELECT COUNT(*) FROM moved",
+    )
+    .bind(debit.amount)
+    .bind(&debit.account)
+    .bind(meta.id)
+    .bind(posting.kind.as_str())
+    .bind(meta.user_id)
+    .bind(&charge.id)
+    .bind(meta.reference)
+    .bind(meta.description)
+    .bind(meta.now)
+    .bind(&credit.account)
+    .bind(credit.amount)
+    .bind(&charge.currency)
+    .bind(charge.authorized)
+    .bind(charge.captured)
+    .bind(charge.refunded)
+    .bind(&charge.status)
+    .bind(charge.created_at)
+    .bind(charge.updated_at)
+    .bind(&event.id)
+    .bind(&event.subject)
+    .bind(&event.payload)
+    .bind(event.created_at)
+    .bind(i64::from(done.status))
+    .bind(done.body)
+    .bind(done.scope)
+    .bind(done.key)
+    .bind(done.fingerprint)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(moved == 1)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, PartialEq)]

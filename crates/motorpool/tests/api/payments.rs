@@ -148,6 +148,23 @@ async fn concurrent_requests_sharing_an_idempotency_key_have_one_effect() {
         assert_eq!(c["id"].as_str().unwrap(), id);
     }
     assert_eq!(app.available(&token).await, "70.00", "charged exactly once");
+    let other = app
+        .post_key(
+            "/api/payments/charges",
+            &token,
+            "the-one-key",
+            json!({"amount": eur("31.00"), "reference": "order:once", "description": "One thing"}),
+        )
+        .await;
+    assert_problem(other, 422, "idempotency_key_reused").await;
+    // A key first used for a refused charge replays the refusal, even once the wallet could pay.
+    let too_much = json!({"amount": eur("500.00"), "reference": "order:big", "description": "Too much"});
+    let r = app.post_key("/api/payments/charges", &token, "big-key", too_much.clone()).await;
+    assert_problem(r, 409, "insufficient_funds").await;
+    app.top_up(&token, "500.00").await;
+    let r = app.post_key("/api/payments/charges", &token, "big-key", too_much).await;
+    assert_problem(r, 409, "insufficient_funds").await;
+    assert_eq!(app.available(&token).await, "570.00", "refusals moved nothing");
     app.assert_ledger_balanced().await;
     app.cleanup().await;
 }

@@ -163,6 +163,21 @@ impl Outbox {
     /// Adds an event to the outbox in `tx`. It is published only if `tx` commits. Call
     /// [`Outbox::wake`] after the commit to publish without waiting for the next poll.
     pub async fn add<T: Serialize>(&self, tx: &mut Tx, kind: &str, subject: &str, data: &T) -> Result<Envelope, sqlx::Error> {
+        let (envelope, row) = self.prepare(kind, subject, data)?;
+        sqlx::query("INSERT INTO outbox (id, subject, payload, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(row.id)
+            .bind(row.subject)
+            .bind(row.payload)
+            .bind(row.created_at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(envelope)
+    }
+
+    /// The event and the outbox row that [`Outbox::add`] would insert, for a service that
+    /// writes the row as part of a larger statement of its own (columns
+    /// `outbox (id, subject, payload, created_at)`).
+    pub fn prepare<T: Serialize>(&self, kind: &str, subject: &str, data: &T) -> Result<(Envelope, OutboxRow), sqlx::Error> {
         let now = self.clock.now_ms();
         let envelope = Envelope {
             id: uuid::Uuid::now_v7().to_string(),
@@ -174,20 +189,23 @@ impl Outbox {
             traceparent: crate::telemetry::current_trace().map(|t| t.child().to_string()),
         };
         let payload = serde_json::to_vec(&envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("INSERT INTO outbox (id, subject, payload, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&envelope.id)
-            .bind(subject_for(&self.namespace, kind))
-            .bind(payload)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        Ok(envelope)
+        let row = OutboxRow { id: envelope.id.clone(), subject: subject_for(&self.namespace, kind), payload, created_at: now };
+        Ok((envelope, row))
     }
 
     /// Tells the relay there is something to publish.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+}
+
+/// One row of the `outbox` table.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub created_at: i64,
 }
 
 /// Publishes a service's unpublished outbox rows until `shutdown`, oldest first. A row is
