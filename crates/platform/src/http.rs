@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
@@ -16,13 +17,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -203,21 +207,114 @@ async fn openapi(State(ops): State<Arc<Ops>>) -> Json<serde_json::Value> {
 }
 
 /// A handler in front of a service's router. The gateway's proxy takes the requests its
-/// route table owns straight off the connection, without the router and middleware (it does
-/// its own request ids, trace context, metrics and timeout); everything else it hands back
-/// and the router serves it.
+/// route table owns without the router and middleware (it does its own request ids, trace
+/// context, metrics and timeout); everything else it hands back and the router serves it.
 pub trait Front: Send + Sync + 'static {
     /// Either the response future for `req`, or `req` back for the router.
     #[allow(clippy::result_large_err)]
     fn call(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Result<BoxFuture<'static, Response>, hyper::Request<Incoming>>;
+
+    /// Serves a whole accepted connection. A front that speaks HTTP itself hands the
+    /// connection to the platform's server with [`Accepted::fallback`] whenever it meets a
+    /// request it leaves to the router; by default it does so at once.
+    fn connection(&self, conn: Accepted) -> BoxFuture<'static, ()> {
+        conn.fallback(Bytes::new()).boxed()
+    }
+}
+
+/// An accepted connection, before any byte of it was read.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Cancelled when the server stops: finish the request in flight, then close.
+    pub shutdown: CancellationToken,
+    server: Arc<Server>,
+}
+
+/// The platform's own HTTP server for one service: hyper (HTTP/1.1, and HTTP/2 for gRPC)
+/// in front of the router.
+struct Server {
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    router: Router,
+    front: Option<Arc<dyn Front>>,
+}
+
+impl Accepted {
+    /// Serves the rest of the connection with the platform's server; `read` holds bytes
+    /// already taken from the stream, which are served first.
+    pub async fn fallback(self, read: Bytes) {
+        let Accepted { stream, peer, shutdown, server } = self;
+        let router = server.router.clone();
+        let front = server.front.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let req = match &front {
+                Some(front) => match front.call(req, peer) {
+                    Ok(handled) => return handled.map(Ok::<_, Infallible>).left_future(),
+                    Err(req) => req,
+                },
+                None => req,
+            };
+            let mut req = req;
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req).right_future()
+        });
+        let io = TokioIo::new(Prefixed { prefix: read, inner: stream });
+        let connection = server.builder.serve_connection_with_upgrades(io, service);
+        let mut connection = std::pin::pin!(connection);
+        let outcome = tokio::select! {
+            outcome = connection.as_mut() => outcome,
+            _ = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// A stream with some bytes already read from it put back in front.
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Serves `router` (behind `front`, if given) on `listener` until `shutdown`, then lets
 /// in-flight requests finish for at most `drain`. HTTP/1.1 and HTTP/2 (h2c, for gRPC) share
 /// the port.
 pub async fn serve(listener: TcpListener, router: Router, front: Option<Arc<dyn Front>>, shutdown: CancellationToken, drain: Duration) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let server = Arc::new(Server { builder: hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()), router, front });
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -231,31 +328,16 @@ pub async fn serve(listener: TcpListener, router: Router, front: Option<Arc<dyn 
         };
         // Responses are written whole; waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let front = front.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let req = match &front {
-                Some(front) => match front.call(req, peer) {
-                    Ok(handled) => return handled.map(Ok::<_, Infallible>).left_future(),
-                    Err(req) => req,
-                },
-                None => req,
-            };
-            let mut req = req;
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req).right_future()
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
+        let conn = Accepted { stream, peer, shutdown: shutdown.clone(), server: server.clone() };
+        match &server.front {
+            Some(front) => connections.spawn(front.connection(conn)),
+            None => connections.spawn(conn.fallback(Bytes::new())),
+        };
     }
     drop(listener);
+    connections.close();
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = connections.wait() => {}
         _ = tokio::time::sleep(drain) => tracing::warn!("in-flight requests did not finish within the shutdown timeout"),
     }
 }

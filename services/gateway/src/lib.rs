@@ -3,6 +3,7 @@
 //! client, proxies HTTP and WebSocket traffic, and serves the web pages and merged API docs.
 
 pub mod config;
+mod fast;
 mod proxy;
 mod site;
 pub mod table;

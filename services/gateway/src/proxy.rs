@@ -44,13 +44,18 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub metrics: Metrics,
     pub body_limit: usize,
-    next: AtomicUsize,
+    pub(crate) next: AtomicUsize,
     /// Per route-table rule and method, the request metrics (indexed like `RULES`).
     series: Vec<[Series; METHODS.len()]>,
 }
 
 /// The methods with their own metric series; anything else is counted as "other".
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "other"];
+
+/// [`method_index`] for a method as text.
+pub(crate) fn method_index_str(m: &str) -> usize {
+    METHODS[..6].iter().position(|known| *known == m).unwrap_or(6)
+}
 
 fn method_index(m: &Method) -> usize {
     match *m {
@@ -85,7 +90,11 @@ impl Gateway {
         Self { client, discovery, verifier, cache, cfg, metrics, body_limit, next: AtomicUsize::new(0), series }
     }
 
-    fn record(&self, rule: usize, method: usize, status: StatusCode, started: Instant) {
+    pub(crate) fn upstream_error(&self, service: &str, kind: &str) {
+        self.metrics.count("gateway_upstream_errors_total", "Upstream failures.", &[("service", service), ("kind", kind)], 1);
+    }
+
+    pub(crate) fn record(&self, rule: usize, method: usize, status: StatusCode, started: Instant) {
         let series = &self.series[rule][method];
         let route = RULES[rule].prefix;
         series
@@ -121,6 +130,10 @@ impl Gateway {
 pub struct Front(pub Arc<Gateway>);
 
 impl motorpool_platform::http::Front for Front {
+    fn connection(&self, conn: motorpool_platform::http::Accepted) -> BoxFuture<'static, ()> {
+        Box::pin(crate::fast::serve(self.0.clone(), conn))
+    }
+
     fn call(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> Result<BoxFuture<'static, Response>, hyper::Request<Incoming>> {
         match table::find_index(req.uri().path()) {
             Some(rule) => Ok(Box::pin(handle(self.0.clone(), rule, req, peer))),
@@ -174,14 +187,32 @@ async fn handle(gw: Arc<Gateway>, rule_index: usize, mut req: hyper::Request<Inc
 
 /// Token, role and rate limit: Ok when the request may go on.
 async fn admit(gw: &Gateway, rule: &Rule, req: &hyper::Request<Incoming>, peer: SocketAddr) -> Result<(), Response> {
+    admit_request(gw, rule, method_index(req.method()), req.headers(), peer).await
+}
+
+/// [`admit`] for a request known by its method (as a series index) and headers, with the
+/// trace context its token checks run under.
+pub(crate) async fn admit_with(
+    gw: &Gateway,
+    rule: &Rule,
+    method: usize,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trace: TraceContext,
+) -> Result<(), Response> {
+    motorpool_platform::telemetry::with_trace(trace, admit_request(gw, rule, method, headers, peer)).await
+}
+
+async fn admit_request(gw: &Gateway, rule: &Rule, method: usize, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+    let is_read = METHODS[method] == "GET" || METHODS[method] == "HEAD";
     let needs_token = match rule.access {
         Access::Public => false,
-        Access::PublicRead => !(req.method() == Method::GET || req.method() == Method::HEAD),
+        Access::PublicRead => !is_read,
         Access::User | Access::Roles(_) => true,
     };
     let mut client_key = None;
     if needs_token {
-        let claims = match motorpool_platform::auth::bearer(req.headers()) {
+        let claims = match motorpool_platform::auth::bearer(headers) {
             None => Err(AuthError::Missing),
             Some(token) => gw.verifier.verify(token).await,
         };
@@ -300,11 +331,11 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
     match tokio::time::timeout(timeout, gw.client.request(req)).await {
         Err(_) => {
-            gw.metrics.count("gateway_upstream_errors_total", "Upstream failures.", &[("service", service), ("kind", "timeout")], 1);
+            gw.upstream_error(service, "timeout");
             Problem::new(Code::PeerTimeout).into_response()
         }
         Ok(Err(e)) => {
-            gw.metrics.count("gateway_upstream_errors_total", "Upstream failures.", &[("service", service), ("kind", "unavailable")], 1);
+            gw.upstream_error(service, "unavailable");
             tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
             Problem::new(Code::PeerUnavailable).into_response()
         }
@@ -363,5 +394,9 @@ mod tests {
         assert_eq!(METHODS[method_index(&Method::GET)], "GET");
         assert_eq!(METHODS[method_index(&Method::DELETE)], "DELETE");
         assert_eq!(METHODS[method_index(&Method::OPTIONS)], "other");
+        for m in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
+            assert_eq!(METHODS[method_index_str(m)], m);
+        }
+        assert_eq!(METHODS[method_index_str("PROPFIND")], "other");
     }
 }

@@ -31,7 +31,32 @@ async fn fake_upstream() -> std::net::SocketAddr {
         tokio::time::sleep(Duration::from_secs(5)).await;
         "late"
     }
-    let router = axum::Router::new().route("/api/auth/register", get(echo)).route("/api/auth/login", post(slow));
+    /// What arrived: the body's length and the headers the gateway is responsible for.
+    async fn echo_body(headers: axum::http::HeaderMap, body: axum::body::Bytes) -> axum::Json<serde_json::Value> {
+        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        axum::Json(json!({
+            "len": body.len(),
+            "allX": body.iter().all(|b| *b == b'x'),
+            "xff": h("x-forwarded-for"),
+            "requestId": h("x-request-id"),
+            "traceparent": h("traceparent"),
+            "connection": h("connection"),
+            "custom": h("x-custom"),
+        }))
+    }
+    /// A response streamed in chunks, some time apart.
+    async fn stream() -> axum::response::Response {
+        let parts = futures::stream::iter(0..3).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("part-{i}")))
+        });
+        axum::response::Response::new(axum::body::Body::from_stream(parts))
+    }
+    let router = axum::Router::new()
+        .route("/api/auth/register", get(echo))
+        .route("/api/auth/register/echo", post(echo_body))
+        .route("/api/auth/register/stream", get(stream))
+        .route("/api/auth/login", post(slow));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -58,6 +83,98 @@ async fn websocket_upgrades_are_tunnelled_to_the_service() {
         ws.send(tokio_tungstenite::tungstenite::Message::Text(format!("hello {i}").into())).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(reply.into_text().unwrap().as_str(), format!("echo:hello {i}"));
+    }
+    tp.cleanup().await;
+}
+
+#[tokio::test]
+async fn bodies_streams_and_pipelined_requests_pass_through_whole() {
+    let upstream = fake_upstream().await;
+    let tp = gateway_in_front_of(upstream).await;
+    let http = client();
+    let gw = tp.url("gateway");
+
+    // A large body arrives whole, with the forwarding headers set and hop-by-hop ones gone.
+    let r = http
+        .post(format!("{gw}/api/auth/register/echo"))
+        .header("x-forwarded-for", "192.0.2.1")
+        .header("x-custom", "kept")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .body(vec![b'x'; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let trace = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    let seen: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen["len"], 200_000);
+    assert_eq!(seen["allX"], true);
+    assert_eq!(seen["xff"], "192.0.2.1, 127.0.0.1");
+    assert_eq!(seen["custom"], "kept");
+    assert_eq!(seen["connection"], serde_json::Value::Null);
+    assert_eq!(seen["requestId"], request_id.as_str(), "the replica sees the id the client gets back");
+    assert!(trace.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "the caller's trace goes on: {trace}");
+    assert!(seen["traceparent"].as_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+
+    // A streamed (chunked) response arrives whole.
+    let body = http.get(format!("{gw}/api/auth/register/stream")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "part-0part-1part-2");
+
+    // Two requests written at once on one connection get two answers, in order.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(tp.addr("gateway")).await.unwrap();
+    raw.write_all(
+        b"GET /api/auth/register/stream HTTP/1.1\r\nHost: gw\r\n\r\n\
+          POST /api/auth/register/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nConnection: close\r\n\r\nxxxxx",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await.expect("the gateway closes after the second").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    let (first, second) = answer.split_at(answer.rfind("HTTP/1.1 200 OK").unwrap());
+    assert!(first.contains("part-0") && first.contains("part-2"), "{answer}");
+    assert!(second.contains("\"len\":5") && second.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    tp.cleanup().await;
+}
+
+/// A replica that answers one request per connection and then closes it, without saying so.
+async fn one_shot_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_replica_connection_closed_while_idle_is_replaced_without_an_error() {
+    let tp = gateway_in_front_of(one_shot_upstream().await).await;
+    let http = client();
+    for i in 0..4 {
+        // The client keeps its connection to the gateway; the gateway's to the replica was
+        // closed after the previous answer.
+        let r = http.get(format!("{}/api/auth/register/x", tp.url("gateway"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tp.cleanup().await;
 }
