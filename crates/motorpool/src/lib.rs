@@ -62,7 +62,19 @@ pub async fn start(cfg: &Config, names: &[String], clock: Clock, shutdown: Cance
     for name in SERVICES.iter().filter(|s| names.iter().any(|n| n == *s)) {
         let def = service_def(name, cfg).ok_or_else(|| anyhow::anyhow!("no such service: {name}"))?;
         let listen = cfg.listen[*name];
-        match service::start(&shared, def, listen).await {
+        let started = if *name == motorpool_gateway::NAME && names.len() > 1 {
+            // The edge gets its own threads, so no service's work can starve it (and the
+            // hop from the gateway to a service in this process crosses threads, as it
+            // would across processes).
+            let shared = shared.clone();
+            match edge_runtime(cfg.worker_threads) {
+                Ok(rt) => rt.spawn(async move { service::start(&shared, def, listen).await }).await.unwrap_or_else(|e| Err(e.into())),
+                Err(e) => Err(e),
+            }
+        } else {
+            service::start(&shared, def, listen).await
+        };
+        match started {
             Ok(running) => services.push(running),
             Err(e) => {
                 shutdown.cancel();
@@ -74,6 +86,23 @@ pub async fn start(cfg: &Config, names: &[String], clock: Clock, shutdown: Cance
         }
     }
     Ok(Platform { services, shutdown })
+}
+
+/// The gateway's runtime when it shares the process with services: `worker_threads` threads
+/// (0: one per core) of its own, created once and kept for the life of the process.
+fn edge_runtime(worker_threads: usize) -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    // Built inside `get_or_init`, so concurrent first callers never build (and then drop,
+    // inside an async context) a second one.
+    static EDGE: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> = std::sync::OnceLock::new();
+    let built = EDGE.get_or_init(|| {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.thread_name("motorpool-edge").enable_all();
+        if worker_threads > 0 {
+            builder.worker_threads(worker_threads);
+        }
+        builder.build().map_err(|e| e.to_string())
+    });
+    built.as_ref().map_err(|e| anyhow::anyhow!("cannot start the gateway's runtime: {e}"))
 }
 
 /// Applies every named service's migrations and exits.

@@ -105,7 +105,7 @@ impl ServiceParts {
 }
 
 /// A service the platform can run.
-pub trait ServiceDef: Send + 'static {
+pub trait ServiceDef: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The service's schema, if it has a database.
     fn migrations(&self) -> Option<Migrations>;
