@@ -29,7 +29,7 @@ use motorpool_platform::telemetry::{TraceContext, new_request_id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::proxy::{Gateway, admit_with, method_index_str};
+use crate::proxy::{Gateway, admit_with, is_hop_by_hop, method_index_str};
 use crate::table::{self, RULES};
 
 /// Largest request head the fast path reads; a longer one goes to the general path (which
@@ -39,39 +39,15 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
-/// Headers the proxy never forwards as they came: hop-by-hop ones (RFC 9110 §7.6.1) and the
-/// ones it sets itself.
-fn dropped_request_header(name: &str) -> bool {
-    const DROPPED: [&str; 12] = [
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "x-forwarded-for",
-        "x-request-id",
-        "traceparent",
-    ];
-    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name))
+/// Headers the gateway sets itself on both hops, replacing what came in.
+fn set_by_gateway(name: &str) -> bool {
+    name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("traceparent")
 }
 
-fn dropped_response_header(name: &str) -> bool {
-    const DROPPED: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "x-request-id",
-    ];
-    DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name)) || name.eq_ignore_ascii_case("traceparent")
+/// Request headers not forwarded as they came: hop-by-hop ones, the ones the gateway sets,
+/// and `host` (the replica's) and `x-forwarded-for` (extended).
+fn dropped_request_header(name: &str) -> bool {
+    is_hop_by_hop(name) || set_by_gateway(name) || name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("x-forwarded-for")
 }
 
 /// What the fast path learned from a request head it will serve itself.
@@ -288,12 +264,10 @@ fn parse_response(buf: &[u8], request_is_head: bool, request_id: &HeaderValue, t
     head.put_slice(resp.reason.unwrap_or("").as_bytes());
     head.put_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if dropped_response_header(h.name) {
-            continue;
-        }
-        // The body is passed through as framed, so a chunked body keeps its header; any
-        // other transfer coding is ended by closing the connection instead.
-        if h.name.eq_ignore_ascii_case("transfer-encoding") && framing != Framing::Chunked {
+        // The body is passed through as framed, so a chunked body keeps its
+        // `transfer-encoding`; any other transfer coding is ended by closing the connection.
+        let kept_framing = framing == Framing::Chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
+        if (is_hop_by_hop(h.name) && !kept_framing) || set_by_gateway(h.name) {
             continue;
         }
         head.put_slice(h.name.as_bytes());
@@ -718,15 +692,7 @@ async fn send_request(up: &mut Upstream, out: &Bytes, conn: &mut Accepted, mut r
     Ok(())
 }
 
-struct ParsedHead {
-    len: usize,
-    status: u16,
-    framing: Framing,
-    upstream_closes: bool,
-    client_head: BytesMut,
-}
-
-async fn read_response_head(up: &mut Upstream, head: &RequestHead, keep_alive: bool) -> Result<ParsedHead, ExchangeError> {
+async fn read_response_head(up: &mut Upstream, head: &RequestHead, keep_alive: bool) -> Result<ResponseHead, ExchangeError> {
     let mut got_any = !up.buf.is_empty();
     loop {
         if !up.buf.is_empty() {
@@ -736,15 +702,7 @@ async fn read_response_head(up: &mut Upstream, head: &RequestHead, keep_alive: b
                     up.buf.advance(r.len);
                     continue;
                 }
-                ParsedResponse::Complete(r) => {
-                    return Ok(ParsedHead {
-                        len: r.len,
-                        status: r.status,
-                        framing: r.framing,
-                        upstream_closes: r.upstream_closes,
-                        client_head: r.client_head,
-                    });
-                }
+                ParsedResponse::Complete(r) => return Ok(r),
                 ParsedResponse::Invalid => return Err(ExchangeError::Upstream("response head does not parse".into())),
                 ParsedResponse::Partial => {}
             }

@@ -247,15 +247,22 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// Whether a header named `name` (any case) describes one hop: one of [`HOP_BY_HOP`] or
+/// `upgrade`. The fast path asks this of the raw names it parses.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("upgrade") || HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(name))
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in &HOP_BY_HOP {
@@ -387,6 +394,15 @@ mod tests {
         assert_eq!(forwarded_for(None, peer).unwrap(), "10.1.2.3");
         let prior = HeaderValue::from_static("192.0.2.7");
         assert_eq!(forwarded_for(Some(&prior), peer).unwrap(), "192.0.2.7, 10.1.2.3");
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_recognised_in_any_case() {
+        for name in ["Connection", "keep-alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade"] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop("content-type"));
+        assert!(!is_hop_by_hop("authorization"));
     }
 
     #[test]
