@@ -12,14 +12,23 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
 use motorpool_notifications::NotificationsConfig;
+use motorpool_inventory::InventoryConfig;
 use motorpool_payments::PaymentsConfig;
+use motorpool_shop::ShopConfig;
 use motorpool_platform::config::{
     CacheConfig, DiscoveryConfig, EventsConfig, HttpConfig, InfraConfig, LogConfig, StorageConfig, mask_url_password,
 };
 use serde::{Deserialize, Serialize};
 
 /// Every service the binary can run, in start order.
-pub const SERVICES: &[&str] = &[motorpool_identity::NAME, motorpool_payments::NAME, motorpool_notifications::NAME, motorpool_gateway::NAME];
+pub const SERVICES: &[&str] = &[
+    motorpool_identity::NAME,
+    motorpool_payments::NAME,
+    motorpool_inventory::NAME,
+    motorpool_shop::NAME,
+    motorpool_notifications::NAME,
+    motorpool_gateway::NAME,
+];
 
 /// Token issuer and audience, shared by identity (which signs) and every verifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +65,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub identity: IdentityConfig,
     pub payments: PaymentsConfig,
+    pub inventory: InventoryConfig,
+    pub shop: ShopConfig,
     pub notifications: NotificationsConfig,
 }
 
@@ -69,6 +80,8 @@ impl Default for Config {
             ("gateway", "127.0.0.1:8080"),
             ("identity", "127.0.0.1:8101"),
             ("payments", "127.0.0.1:8113"),
+            ("inventory", "127.0.0.1:8111"),
+            ("shop", "127.0.0.1:8112"),
             ("notifications", "127.0.0.1:8114"),
         ]
         .into_iter()
@@ -89,6 +102,8 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             identity: IdentityConfig::default(),
             payments: PaymentsConfig::default(),
+            inventory: InventoryConfig::default(),
+            shop: ShopConfig::default(),
             notifications: NotificationsConfig::default(),
         }
     }
@@ -136,6 +151,8 @@ impl Config {
             "identity.refresh_ttl_secs must exceed access_ttl_secs"
         );
         self.notifications.validate()?;
+        self.inventory.validate()?;
+        self.shop.validate()?;
         Ok(())
     }
 

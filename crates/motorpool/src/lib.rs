@@ -20,6 +20,8 @@ pub fn service_def(name: &str, cfg: &Config) -> Option<Box<dyn ServiceDef>> {
             Some(Box::new(motorpool_identity::IdentityService { config: cfg.identity.clone(), demo_data: cfg.demo_data }))
         }
         motorpool_payments::NAME => Some(Box::new(motorpool_payments::PaymentsService { config: cfg.payments.clone() })),
+        motorpool_inventory::NAME => Some(Box::new(motorpool_inventory::InventoryService { config: cfg.inventory.clone() })),
+        motorpool_shop::NAME => Some(Box::new(motorpool_shop::ShopService { config: cfg.shop.clone(), demo_data: cfg.demo_data })),
         motorpool_notifications::NAME => {
             Some(Box::new(motorpool_notifications::NotificationsService { config: cfg.notifications.clone() }))
         }
@@ -120,7 +122,13 @@ pub async fn migrate(cfg: &Config, names: &[String]) -> anyhow::Result<()> {
 
 /// The OpenAPI document of every service, merged (what the gateway serves at `/docs`).
 pub fn openapi() -> serde_json::Value {
-    let parts = [motorpool_identity::openapi(), motorpool_payments::openapi(), motorpool_notifications::openapi()];
+    let parts = [
+        motorpool_identity::openapi(),
+        motorpool_payments::openapi(),
+        motorpool_inventory::openapi(),
+        motorpool_shop::openapi(),
+        motorpool_notifications::openapi(),
+    ];
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
     for part in parts {

@@ -55,6 +55,11 @@ codes! {
     ProviderUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable", "The payment provider is unavailable"),
     InvalidState => (StatusCode::CONFLICT, "invalid_state", "Not possible in the current state"),
     RefundExceedsCapture => (StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_capture", "The refund exceeds what was captured"),
+    OutOfStock => (StatusCode::CONFLICT, "out_of_stock", "Not enough stock is available"),
+    StockBelowHeld => (StatusCode::CONFLICT, "stock_below_held", "More units are held than the new quantity"),
+    HoldLimitExceeded => (StatusCode::CONFLICT, "hold_limit_exceeded", "Holding more units is not allowed"),
+    CartEmpty => (StatusCode::CONFLICT, "cart_empty", "The cart is empty"),
+    CheckoutFailed => (StatusCode::CONFLICT, "checkout_failed", "The order could not be completed; any payment was refunded"),
     TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests"),
     TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "Too many failed attempts"),
     Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
@@ -83,6 +88,11 @@ pub struct ProblemBody {
     pub code: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Members particular to the problem (RFC 9457 extensions), e.g. `available` with
+    /// `out_of_stock`.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An error answer. Build it from a [`Code`], add detail or field errors, return it.
@@ -92,11 +102,12 @@ pub struct Problem {
     pub detail: Option<String>,
     pub errors: Vec<FieldError>,
     pub retry_after_secs: Option<u64>,
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
     pub fn new(code: Code) -> Self {
-        Self { code, detail: None, errors: Vec::new(), retry_after_secs: None }
+        Self { code, detail: None, errors: Vec::new(), retry_after_secs: None, extensions: serde_json::Map::new() }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -106,6 +117,12 @@ impl Problem {
 
     pub fn field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
         self.errors.push(FieldError { field: field.into(), message: message.into() });
+        self
+    }
+
+    /// Adds an extension member to the body (not one of the standard names).
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extensions.insert(name.to_owned(), value.into());
         self
     }
 
@@ -125,7 +142,7 @@ impl Problem {
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        Self { code: Code::ValidationFailed, detail: None, errors, retry_after_secs: None }
+        Self { errors, ..Self::new(Code::ValidationFailed) }
     }
 
     pub fn body(&self) -> ProblemBody {
@@ -136,6 +153,7 @@ impl Problem {
             detail: self.detail.clone(),
             code: self.code.as_str().to_owned(),
             errors: self.errors.clone(),
+            extensions: self.extensions.clone(),
         }
     }
 }

@@ -13,3 +13,9 @@ pub mod payments {
         tonic::include_proto!("motorpool.payments.v1");
     }
 }
+
+pub mod inventory {
+    pub mod v1 {
+        tonic::include_proto!("motorpool.inventory.v1");
+    }
+}

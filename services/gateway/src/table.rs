@@ -37,6 +37,16 @@ pub const RULES: &[Rule] = &[
     Rule { prefix: "/api/admin/keys", service: "identity", access: Access::Roles(ADMIN) },
     Rule { prefix: "/api/payments", service: "payments", access: Access::User },
     Rule { prefix: "/api/admin/payments", service: "payments", access: Access::Roles(ADMIN) },
+    Rule { prefix: "/api/inventory", service: "inventory", access: Access::Roles(ADMIN) },
+    Rule { prefix: "/api/shop", service: "shop", access: Access::User },
+    // The catalog is open to everyone; carts and orders need a signed-in user.
+    Rule { prefix: "/api/shop/products", service: "shop", access: Access::Public },
+    Rule { prefix: "/api/shop/models", service: "shop", access: Access::Public },
+    Rule { prefix: "/api/cart", service: "shop", access: Access::User },
+    // Browsers cannot send an Authorization header when opening a WebSocket: these take the
+    // token as `?access_token=` (or the header) and the shop verifies it itself.
+    Rule { prefix: "/api/cart/ws", service: "shop", access: Access::Public },
+    Rule { prefix: "/cart/update-product", service: "shop", access: Access::Public },
     Rule { prefix: "/api/notifications", service: "notifications", access: Access::User },
     // A browser's EventSource cannot send an Authorization header: the stream takes the token
     // as `?access_token=` and notifications verifies it itself.

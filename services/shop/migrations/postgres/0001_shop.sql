@@ -1,0 +1,1 @@
+create table products (code text primary key);
