@@ -19,7 +19,7 @@
     { title: "Rentals", href: "/rentals.html", description: "Rent a car by the day or week from a nearby location.", ready: false },
     { title: "Rides", href: "/rides.html", description: "Book a ride with a driver, now or later.", ready: false },
     { title: "Garage", href: "/garage.html", description: "Your cars, service history and trusted mechanics.", ready: false },
-    { title: "Shop", href: "/shop.html", description: "Genuine parts and accessories for your car.", ready: false },
+    { title: "Shop", href: "/shop.html", description: "Genuine parts and accessories for your car.", ready: true },
   ];
 
   // Storage keys are deliberately plain so other pages/tools can read them.

@@ -20,6 +20,8 @@ const KNOWN: &[(&str, &str)] = &[
     ("payments.charge.failed.v1", include_str!("../templates/payments.charge.failed.v1.jinja")),
     ("payments.refund.completed.v1", include_str!("../templates/payments.refund.completed.v1.jinja")),
     ("payments.authorization.voided.v1", include_str!("../templates/payments.authorization.voided.v1.jinja")),
+    ("shop.order.placed.v1", include_str!("../templates/shop.order.placed.v1.jinja")),
+    ("shop.order.failed.v1", include_str!("../templates/shop.order.failed.v1.jinja")),
 ];
 const GENERIC: &str = "generic.jinja";
 const EMAIL_LAYOUT: &str = "email.html";

@@ -1,12 +1,22 @@
 //! Shop: the parts catalog, carts whose lines are backed by inventory holds, live replies over
 //! WebSocket, checkout through payments, and orders.
 
+mod app;
 pub mod config;
+pub mod domain;
+pub mod events;
+mod live;
+mod routes;
+mod store;
+
+use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use motorpool_platform::db::Migrations;
+use motorpool_platform::events::EventSpec;
 use motorpool_platform::service::{ServiceContext, ServiceDef, ServiceParts};
+use utoipa::OpenApi;
 
 pub use config::ShopConfig;
 
@@ -19,11 +29,12 @@ pub const MIGRATIONS: Migrations = Migrations {
 
 pub struct ShopService {
     pub config: ShopConfig,
+    /// Put the catalog's parts in stock at start.
     pub demo_data: bool,
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    routes::ApiDoc::openapi()
 }
 
 impl ServiceDef for ShopService {
@@ -35,7 +46,37 @@ impl ServiceDef for ShopService {
         Some(MIGRATIONS)
     }
 
-    fn build(self: Box<Self>, _ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
-        async move { Ok(ServiceParts::new(axum::Router::new(), openapi())) }.boxed()
+    fn events(&self) -> &'static [EventSpec] {
+        events::SPECS
+    }
+
+    fn build(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
+        async move {
+            let db = ctx.db()?;
+            // The catalog is the shop's own reference data: always there, like a schema.
+            let demo = domain::catalog::demo_parts();
+            store::seed_catalog(&db, &demo, &self.config.currency).await?;
+            let shop = Arc::new(app::Shop {
+                db,
+                outbox: ctx.outbox.clone(),
+                clock: ctx.clock.clone(),
+                peers: ctx.peers.clone(),
+                metrics: app::ShopMetrics::new(&ctx.metrics),
+                cfg: self.config,
+                releases: Arc::default(),
+            });
+            let state = routes::AppState { shop: shop.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
+            let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());
+            parts.required_peers = vec!["inventory", "payments"];
+            parts.tasks.push(shop.clone().run_releases(ctx.shutdown.clone()).boxed());
+            parts.tasks.push(shop.clone().run_recovery(ctx.shutdown.clone()).boxed());
+            if self.demo_data {
+                let codes = demo.iter().map(|p| p.code.clone()).collect();
+                parts.tasks.push(shop.clone().seed_demo_stock(codes, ctx.shutdown.clone()).boxed());
+            }
+            Ok(parts)
+        }
+        .boxed()
     }
 }
+

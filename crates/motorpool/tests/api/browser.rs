@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -135,6 +135,190 @@ async fn browser_register_log_out_and_log_in_through_the_pages() {
     // The server saw exactly one account with that email.
     let r = app.post("/api/auth/register", json!({"email": email, "password": PASSWORD, "fullName": "Dup"})).await;
     assert_eq!(r.status(), 409);
+    browser.close().await;
+    app.cleanup().await;
+}
+
+impl Browser {
+    /// Logs in through the login page and waits to be sent on to `next`.
+    pub async fn log_in(&self, gw: &str, email: &str, next: &str) {
+        self.client.goto(&format!("{gw}/login.html?next={next}")).await.unwrap();
+        self.fill("login-email", email).await;
+        self.fill("login-password", PASSWORD).await;
+        self.click("login-submit").await;
+        self.wait_path(next).await;
+    }
+
+    /// Types a new quantity over a cart line's and leaves the field, so the page sends it.
+    async fn set_cart_quantity(&self, code: &str, quantity: u32) {
+        // Control+A selects the old quantity (a number input keeps the caret at its start),
+        // NULL releases Control, Tab leaves the field and fires `change`.
+        const SELECT_ALL: &str = "\u{E009}a\u{E000}";
+        const TAB: &str = "\u{E004}";
+        let id = format!("qty-{code}");
+        let el = self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&id)).await.unwrap();
+        el.send_keys(&format!("{SELECT_ALL}{quantity}{TAB}")).await.unwrap();
+    }
+
+    /// Whether element `id` is currently hidden.
+    async fn is_hidden(&self, id: &str) -> bool {
+        self.client.find(Locator::Id(id)).await.unwrap().attr("hidden").await.unwrap().is_some()
+    }
+}
+
+/// `n` catalog products that fit some model, with distinct codes.
+async fn catalog_products(app: &App, n: usize) -> Vec<Value> {
+    let r = app.http.get(format!("{}/api/shop/products?limit=100", app.gw)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "catalog");
+    let page: Value = r.json().await.unwrap();
+    let items: Vec<Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["compatibleModels"].as_array().is_some_and(|m| !m.is_empty()))
+        .cloned()
+        .collect();
+    assert!(items.len() >= n, "the catalog has at least {n} parts that fit a model");
+    items.into_iter().take(n).collect()
+}
+
+/// A decimal money string in minor units ("12.30" -> 1230).
+fn minor(amount: &str) -> i64 {
+    let (units, fraction) = amount.split_once('.').unwrap_or((amount, "0"));
+    units.parse::<i64>().unwrap() * 100 + format!("{fraction:0<2}")[..2].parse::<i64>().unwrap()
+}
+
+/// Minor units as a decimal money string (1230 -> "12.30").
+fn decimal(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; run by CI"]
+async fn browser_shop_search_add_to_cart_live_and_checkout() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    let product = catalog_products(&app, 1).await.remove(0);
+    let code = product["code"].as_str().unwrap();
+    let name = product["name"].as_str().unwrap();
+    let price = product["price"]["amount"].as_str().unwrap();
+    let model = product["compatibleModels"][0].as_str().unwrap();
+    app.put_stock(&admin, code, 5).await;
+    let (email, token, _) = app.customer("shop-page").await;
+    app.top_up(&token, "500.00").await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/", app.gw)).await.unwrap();
+    browser.wait_text("areas", "Shop").await;
+    browser.log_in(&app.gw, &email, "/shop.html").await;
+    browser.wait_text("live-connection", "Live updates on").await;
+
+    // Search by model and text; the product view shows what is in stock.
+    let option = format!("#shop-model option[value=\"{model}\"]");
+    browser.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(&option)).await.unwrap();
+    browser.client.find(Locator::Id("shop-model")).await.unwrap().select_by_value(model).await.unwrap();
+    browser.fill("shop-search", code).await;
+    browser.click("shop-search-submit").await;
+    browser.wait_text("shop-results", name).await;
+    browser.click(&format!("view-{code}")).await;
+    browser.wait_text("product-code", code).await;
+    browser.wait_text("product-models", model).await;
+    browser.wait_text("product-price", price).await;
+    browser.wait_text("product-available", "5 in stock").await;
+
+    // Adding is confirmed live, and the cart and the availability follow.
+    browser.click(&format!("add-{code}")).await;
+    browser.wait_text("live-status", &format!("Added 1 × {name}")).await;
+    browser.wait_text("live-log", "Confirmed").await;
+    browser.wait_text("cart-lines", name).await;
+    browser.wait_text("cart-total", &format!("{price} EUR")).await;
+    browser.wait_text("cart-status", "held until").await;
+    browser.wait_text("product-available", "4 in stock").await;
+
+    browser.set_cart_quantity(code, 2).await;
+    browser.wait_text("live-status", &format!("Changed {name} to 2")).await;
+    let total = decimal(minor(price) * 2);
+    browser.wait_text("cart-total", &format!("{total} EUR")).await;
+
+    browser.click("checkout").await;
+    browser.wait_text("checkout-message", "Order placed").await;
+    browser.wait_text("orders", &format!("2 × {name}")).await;
+    browser.wait_text("orders", "placed").await;
+    browser.wait_text("cart-total", "0.00 EUR").await;
+    assert!(!browser.is_hidden("cart-empty").await, "the cart is empty after checkout");
+
+    // The server agrees: one placed order, the wallet charged once, the stock committed.
+    let orders: Value = app.get_auth("/api/shop/orders", &token).await.json().await.unwrap();
+    let orders = orders["items"].as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(orders[0]["status"], "placed");
+    assert_eq!(orders[0]["total"]["amount"], total.as_str());
+    assert_eq!(app.available(&token).await, decimal(minor("500.00") - minor(price) * 2), "charged once");
+    let stock = app.stock(&admin, code).await;
+    assert_eq!(stock["quantity"], 3, "{stock}");
+    assert_eq!(stock["held"], 0, "{stock}");
+    browser.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; run by CI"]
+async fn browser_shop_rejects_out_of_stock_live_and_sends_to_the_wallet_when_funds_are_short() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    let products = catalog_products(&app, 2).await;
+    let (gone, last) = (&products[0], &products[1]);
+    let gone_code = gone["code"].as_str().unwrap();
+    let last_code = last["code"].as_str().unwrap();
+    let last_name = last["name"].as_str().unwrap();
+    app.put_stock(&admin, gone_code, 0).await;
+    app.put_stock(&admin, last_code, 1).await;
+    let (email, token, _) = app.customer("shop-short").await;
+
+    // Browsing needs no account; adding asks to log in and comes back to the search.
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/shop.html?q={gone_code}", app.gw)).await.unwrap();
+    browser.wait_text("shop-results", gone["name"].as_str().unwrap()).await;
+    browser.click(&format!("add-{gone_code}")).await;
+    browser.wait_text("live-status", "Log in to add parts").await;
+    browser.click("shop-login-link").await;
+    browser.wait_path("/login.html").await;
+    browser.fill("login-email", &email).await;
+    browser.fill("login-password", PASSWORD).await;
+    browser.click("login-submit").await;
+    browser.wait_path("/shop.html").await;
+    browser.wait_text("live-connection", "Live updates on").await;
+
+    // Out of stock: rejected live, nothing in the cart.
+    browser.click(&format!("add-{gone_code}")).await;
+    browser.wait_text("live-status", "out of stock").await;
+    browser.wait_text("live-log", "Rejected").await;
+    assert!(!browser.is_hidden("cart-empty").await, "nothing was added");
+
+    // The last unit can be had, a second one cannot.
+    browser.fill("shop-search", last_code).await;
+    browser.click("shop-search-submit").await;
+    browser.click(&format!("add-{last_code}")).await;
+    browser.wait_text("live-status", &format!("Added 1 × {last_name}")).await;
+    browser.wait_text("cart-lines", last_name).await;
+    browser.set_cart_quantity(last_code, 2).await;
+    browser.wait_text("live-status", "not changed").await;
+    let cart: Value = app.get_auth("/api/cart", &token).await.json().await.unwrap();
+    assert_eq!(cart["lines"][0]["quantity"], 1, "{cart}");
+
+    // An empty wallet: checkout points to the wallet page; after a top-up it goes through.
+    browser.click("checkout").await;
+    browser.wait_text("checkout-message", "not enough money").await;
+    browser.click("checkout-wallet-link").await;
+    browser.wait_path("/wallet.html").await;
+    browser.fill("topup-amount", "500.00").await;
+    browser.click("topup-submit").await;
+    browser.wait_text("topup-message", "Added 500.00 EUR").await;
+    browser.client.goto(&format!("{}/shop.html", app.gw)).await.unwrap();
+    browser.wait_text("cart-lines", last_name).await;
+    browser.click("checkout").await;
+    browser.wait_text("checkout-message", "Order placed").await;
+    browser.wait_text("orders", last_name).await;
     browser.close().await;
     app.cleanup().await;
 }

@@ -112,3 +112,70 @@ pub async fn assert_problem(r: reqwest::Response, status: u16, code: &str) -> Va
     assert_eq!(body["status"], status);
     body
 }
+
+impl App {
+    /// `method path` through the gateway, with a bearer token and a JSON body when given.
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.gw));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Sets a SKU's stock as the admin; the stock view.
+    pub async fn put_stock(&self, admin: &str, sku: &str, quantity: i64) -> Value {
+        let r =
+            self.send(reqwest::Method::PUT, &format!("/api/inventory/stock/{sku}"), Some(admin), Some(json!({"quantity": quantity}))).await;
+        assert_eq!(r.status(), 200, "PUT stock {sku}");
+        r.json().await.expect("json")
+    }
+
+    /// A SKU's stock view `{sku, quantity, held, available}` as the admin sees it.
+    pub async fn stock(&self, admin: &str, sku: &str) -> Value {
+        let r = self.get_auth(&format!("/api/inventory/stock/{sku}"), admin).await;
+        assert_eq!(r.status(), 200, "GET stock {sku}");
+        r.json().await.expect("json")
+    }
+
+    /// Asserts that inventory's held counters match its hold rows.
+    pub async fn assert_inventory_consistent(&self, admin: &str) {
+        let c: Value = self.get_auth("/api/inventory/check", admin).await.json().await.expect("json");
+        assert_eq!(c, json!({"consistent": true, "stockMismatches": 0, "ownerMismatches": 0}), "inventory check");
+    }
+
+    /// The value of one counter of `service`'s `/metrics` whose labels include `label`
+    /// (e.g. `how="expired_by_sweeper"`); 0 when it has not been counted yet.
+    pub async fn metric(&self, service: &str, name: &str, label: &str) -> f64 {
+        let text = self.http.get(format!("{}/metrics", self.tp.url(service))).send().await.expect("metrics").text().await.expect("text");
+        metric_in(&text, name, label)
+    }
+}
+
+/// The sum of the samples of `name` in a Prometheus text whose labels include `label`.
+pub fn metric_in(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`; panics naming
+/// `what` otherwise.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

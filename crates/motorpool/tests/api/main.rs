@@ -10,6 +10,7 @@ mod browser;
 mod events;
 mod gateway;
 mod helpers;
+mod inventory;
 mod lifecycle;
 mod notifications;
 mod payments;

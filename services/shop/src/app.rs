@@ -1,0 +1,741 @@
+//! The shop's use cases: changing a cart (every line backed by an inventory hold), checking
+//! out (charge through payments, then commit the holds, refunding if the commit fails), and the
+//! background work that finishes what a crash or an outage interrupted.
+//!
+//! A cart change asks inventory first and writes the cart after, so changes to one cart are
+//! serialised by a short lease on the cart row (it works across replicas; a crashed holder's
+//! lease runs out). Removing a line never waits on inventory: the release is queued in the
+//! same transaction and sent by a background task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use motorpool_platform::clock::Clock;
+use motorpool_platform::db::Db;
+use motorpool_platform::events::Outbox;
+use motorpool_platform::grpc::{Peers, request};
+use motorpool_platform::metrics::{Counter, Metrics};
+use motorpool_proto::inventory::v1::inventory_client::InventoryClient;
+use motorpool_proto::inventory::v1::{self as inv, Outcome};
+use motorpool_proto::payments::v1::payments_client::PaymentsClient;
+use motorpool_proto::payments::v1::{ChargeRequest, RefundRequest};
+use tokio::sync::Notify;
+use tonic::Code as Grpc;
+
+use crate::config::ShopConfig;
+use crate::domain::{Action, MAX_LINE_QUANTITY};
+use crate::events;
+use crate::store::{self, CartRow, LineRow, OrderLineRow, OrderRow};
+
+/// Why a request failed (a refusal by inventory is a [`Rejection`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ShopError {
+    #[error("{0} is unavailable")]
+    PeerUnavailable(&'static str),
+    #[error("the cart is busy")]
+    CartBusy,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Why inventory or the cart refused a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    OutOfStock { available: i64 },
+    HoldLimit { cap: i64 },
+    UnknownProduct,
+    NotInCart,
+    CheckoutInProgress,
+    TooMany,
+}
+
+impl Rejection {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::OutOfStock { .. } => "out_of_stock",
+            Rejection::HoldLimit { .. } => "hold_limit_exceeded",
+            Rejection::UnknownProduct | Rejection::NotInCart => "not_found",
+            Rejection::CheckoutInProgress => "invalid_state",
+            Rejection::TooMany => "validation_failed",
+        }
+    }
+
+    pub fn available(&self) -> Option<i64> {
+        match self {
+            Rejection::OutOfStock { available } => Some(*available),
+            _ => None,
+        }
+    }
+
+    /// Back from a stored request.
+    pub fn from_stored(reason: &str, available: Option<i64>) -> Self {
+        match reason {
+            "out_of_stock" => Rejection::OutOfStock { available: available.unwrap_or(0) },
+            "hold_limit_exceeded" => Rejection::HoldLimit { cap: 0 },
+            "invalid_state" => Rejection::CheckoutInProgress,
+            "validation_failed" => Rejection::TooMany,
+            _ => Rejection::NotInCart,
+        }
+    }
+}
+
+/// What became of a cart change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Done; the line as it is now (none after a removal or a check).
+    Confirmed(Option<LineRow>),
+    Rejected(Rejection),
+    /// The same request id is still being worked on.
+    Pending,
+}
+
+/// How a checkout ended, for the HTTP adapter.
+#[derive(Debug)]
+pub enum CheckoutResult {
+    /// The stored response of an earlier attempt with the same key.
+    Replay(motorpool_platform::idempotency::Stored),
+    Placed(Box<OrderRow>),
+    Refused(CheckoutRefusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutRefusal {
+    CartEmpty,
+    InProgress,
+    OutOfStock { product_code: String, available: i64 },
+    InsufficientFunds,
+    Declined(String),
+    /// Charged, but the holds were gone: the charge was refunded.
+    HoldsLost,
+    /// Payments or inventory did not answer; the order finishes in the background.
+    Unfinished,
+}
+
+#[derive(Clone)]
+pub struct ShopMetrics {
+    confirmed: Counter,
+    rejected: Counter,
+    placed: Counter,
+    failed: Counter,
+    refunded: Counter,
+}
+
+impl ShopMetrics {
+    pub fn new(m: &Metrics) -> Self {
+        let req = |s| m.counter("shop_cart_requests_total", "Cart change requests by outcome", &[("outcome", s)]);
+        let orders = |s| m.counter("shop_orders_total", "Checkouts by outcome", &[("outcome", s)]);
+        Self {
+            confirmed: req("confirmed"),
+            rejected: req("rejected"),
+            placed: orders("placed"),
+            failed: orders("failed"),
+            refunded: orders("refunded_after_charge"),
+        }
+    }
+}
+
+pub struct Shop {
+    pub db: Db,
+    pub outbox: Outbox,
+    pub clock: Clock,
+    pub peers: Peers,
+    pub cfg: ShopConfig,
+    pub metrics: ShopMetrics,
+    /// Wakes the release task after a removal.
+    pub releases: Arc<Notify>,
+}
+
+/// How long one cart change may hold the cart's lease.
+const LEASE_MS: i64 = 15_000;
+/// A pending order untouched this long is re-driven by the background task.
+const STALE_ORDER_MS: i64 = 20_000;
+
+pub fn owner(cart_id: &str) -> String {
+    format!("cart:{cart_id}")
+}
+
+fn peer_error(peer: &'static str, s: &tonic::Status) -> ShopError {
+    tracing::warn!(peer, code = ?s.code(), message = s.message(), "peer call failed");
+    ShopError::PeerUnavailable(peer)
+}
+
+impl Shop {
+    async fn inventory(&self) -> Result<InventoryClient<tonic::transport::Channel>, ShopError> {
+        let ch = self.peers.channel("inventory").await.map_err(|_| ShopError::PeerUnavailable("inventory"))?;
+        Ok(InventoryClient::new(ch))
+    }
+
+    async fn payments(&self) -> Result<PaymentsClient<tonic::transport::Channel>, ShopError> {
+        let ch = self.peers.channel("payments").await.map_err(|_| ShopError::PeerUnavailable("payments"))?;
+        Ok(PaymentsClient::new(ch))
+    }
+
+    /// Available units of `codes` (missing: no stock record, so 0).
+    pub async fn availability(&self, codes: &[String]) -> Result<Vec<(String, i64)>, ShopError> {
+        let reply = self
+            .inventory()
+            .await?
+            .availability(request(inv::AvailabilityRequest { skus: codes.to_vec() }))
+            .await
+            .map_err(|s| peer_error("inventory", &s))?
+            .into_inner();
+        Ok(codes
+            .iter()
+            .map(|c| (c.clone(), reply.levels.iter().find(|l| &l.sku == c).map_or(0, |l| l.available.max(0))))
+            .collect())
+    }
+
+    /// Runs `f` holding the cart's change lease (waiting up to a few seconds for it).
+    async fn with_lease<T, F>(&self, cart_id: &str, f: F) -> Result<T, ShopError>
+    where
+        F: AsyncFnOnce() -> Result<T, ShopError>,
+    {
+        let mut waited = Duration::ZERO;
+        let until = loop {
+            let now = self.clock.now_ms();
+            let until = now + LEASE_MS;
+            if store::try_lease_cart(&self.db, cart_id, now, until).await? {
+                break until;
+            }
+            if waited >= Duration::from_secs(5) {
+                return Err(ShopError::CartBusy);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        };
+        let out = f().await;
+        if let Err(e) = store::end_lease(&self.db, cart_id, until).await {
+            tracing::warn!(error = %e, "cart lease not ended; it runs out by itself");
+        }
+        out
+    }
+
+    /// Applies one change to the user's cart. With a request id, the request is recorded as
+    /// pending first and its outcome stored; a repeated id returns the stored outcome.
+    pub async fn apply(
+        &self,
+        user_id: &str,
+        action: Action,
+        code: Option<&str>,
+        quantity: i64,
+        request_id: Option<&str>,
+    ) -> Result<(CartRow, Applied), ShopError> {
+        let now = self.clock.now_ms();
+        let cart = store::ensure_cart(&self.db, user_id, now).await?;
+        let request_id = request_id.map(str::to_owned).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let quantity_field = matches!(action, Action::Add | Action::Set).then_some(quantity);
+        if !store::insert_request(&self.db, &cart.id, &request_id, action.as_str(), code, quantity_field, now).await? {
+            let stored = store::find_request(&self.db, &cart.id, &request_id).await?;
+            let applied = match stored {
+                Some(r) if r.status == "pending" => Applied::Pending,
+                Some(r) if r.status == "confirmed" => {
+                    let line = match &r.product_code {
+                        Some(c) => store::line(&self.db, &cart.id, c).await?,
+                        None => None,
+                    };
+                    Applied::Confirmed(line)
+                }
+                Some(r) => Applied::Rejected(Rejection::from_stored(r.reason.as_deref().unwrap_or(""), r.available)),
+                None => Applied::Pending,
+            };
+            return Ok((cart, applied));
+        }
+        let result = self.apply_recorded(&cart, action, code, quantity, &request_id).await;
+        match &result {
+            Ok(Applied::Confirmed(_)) => self.metrics.confirmed.add(1),
+            Ok(Applied::Rejected(_)) => self.metrics.rejected.add(1),
+            _ => {}
+        }
+        if result.is_err() {
+            // Record the failure so the request does not look pending forever.
+            let mut tx = self.db.begin_write().await?;
+            store::resolve_request(&mut tx, &cart.id, &request_id, "rejected", Some("unavailable"), None, self.clock.now_ms()).await?;
+            tx.commit().await?;
+        }
+        Ok((cart, result?))
+    }
+
+    async fn apply_recorded(&self, cart: &CartRow, action: Action, code: Option<&str>, quantity: i64, rid: &str) -> Result<Applied, ShopError> {
+        if cart.checkout_order_id.is_some() && action != Action::Check {
+            return self.settle(cart, rid, Applied::Rejected(Rejection::CheckoutInProgress)).await;
+        }
+        match (action, code) {
+            (Action::Remove, Some(code)) | (Action::Set, Some(code)) if action == Action::Remove || quantity == 0 => {
+                self.remove(cart, code, rid).await
+            }
+            (Action::Add | Action::Set, Some(code)) => {
+                if store::find_product(&self.db, code).await?.is_none() {
+                    return self.settle(cart, rid, Applied::Rejected(Rejection::UnknownProduct)).await;
+                }
+                let cart_id = cart.id.clone();
+                self.with_lease(&cart_id, async || self.put(cart, action, code, quantity, rid).await).await
+            }
+            (Action::Check, _) => {
+                let cart_id = cart.id.clone();
+                self.with_lease(&cart_id, async || {
+                    self.renew_holds(cart, self.cfg.cart_hold_ttl_secs).await?;
+                    self.settle(cart, rid, Applied::Confirmed(None)).await
+                })
+                .await
+            }
+            _ => self.settle(cart, rid, Applied::Rejected(Rejection::NotInCart)).await,
+        }
+    }
+
+    /// Stores a request's outcome that changed nothing in the cart.
+    async fn settle(&self, cart: &CartRow, rid: &str, applied: Applied) -> Result<Applied, ShopError> {
+        let mut tx = self.db.begin_write().await?;
+        let now = self.clock.now_ms();
+        match &applied {
+            Applied::Rejected(r) => store::resolve_request(&mut tx, &cart.id, rid, "rejected", Some(r.reason()), r.available(), now).await?,
+            _ => store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?,
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Removes a line at once and queues its hold's release.
+    async fn remove(&self, cart: &CartRow, code: &str, rid: &str) -> Result<Applied, ShopError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.db.begin_write().await?;
+        let applied = match store::delete_line(&mut tx, &cart.id, code, now).await? {
+            Some(hold) => {
+                store::queue_release(&mut tx, &hold, &owner(&cart.id), now).await?;
+                store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?;
+                Applied::Confirmed(None)
+            }
+            None => {
+                let r = Rejection::NotInCart;
+                store::resolve_request(&mut tx, &cart.id, rid, "rejected", Some(r.reason()), None, now).await?;
+                Applied::Rejected(r)
+            }
+        };
+        tx.commit().await?;
+        self.releases.notify_one();
+        Ok(applied)
+    }
+
+    /// Adds to or sets a line, asking inventory for the units first.
+    async fn put(&self, cart: &CartRow, action: Action, code: &str, quantity: i64, rid: &str) -> Result<Applied, ShopError> {
+        let existing = store::line(&self.db, &cart.id, code).await?;
+        let have = existing.as_ref().map_or(0, |l| l.quantity);
+        let target = if action == Action::Add { have + quantity } else { quantity };
+        if target > MAX_LINE_QUANTITY {
+            return self.settle(cart, rid, Applied::Rejected(Rejection::TooMany)).await;
+        }
+        let owner = owner(&cart.id);
+        let ttl = self.cfg.cart_hold_ttl_secs;
+        let mut client = self.inventory().await?;
+        // Resize the line's hold; a hold that is gone (expired) is replaced by a new one.
+        let mut reply = None;
+        if let Some(line) = &existing {
+            let r = client
+                .adjust(request(inv::AdjustRequest { hold_id: line.hold_id.clone(), owner: owner.clone(), quantity: target, ttl_seconds: ttl }))
+                .await
+                .map_err(|s| peer_error("inventory", &s))?
+                .into_inner();
+            if r.outcome() != Outcome::HoldNotFound {
+                reply = Some(r);
+            }
+        }
+        let reply = match reply {
+            Some(r) => r,
+            None => client
+                .hold(request(inv::HoldRequest {
+                    owner: owner.clone(),
+                    lines: vec![inv::Line { sku: code.to_owned(), quantity: target }],
+                    ttl_seconds: ttl,
+                }))
+                .await
+                .map_err(|s| peer_error("inventory", &s))?
+                .into_inner(),
+        };
+        let now = self.clock.now_ms();
+        match reply.outcome() {
+            Outcome::Held => {
+                let hold = reply.holds.first().ok_or_else(|| ShopError::Internal("inventory held nothing".into()))?;
+                let mut tx = self.db.begin_write().await?;
+                store::put_line(&mut tx, &cart.id, code, target, &hold.hold_id, hold.expires_at_ms, now).await?;
+                if let Some(old) = existing.as_ref().filter(|l| l.hold_id != hold.hold_id) {
+                    // The old hold was gone already; releasing it again is harmless.
+                    store::queue_release(&mut tx, &old.hold_id, &owner, now).await?;
+                }
+                store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?;
+                tx.commit().await?;
+                Ok(Applied::Confirmed(store::line(&self.db, &cart.id, code).await?))
+            }
+            Outcome::OutOfStock | Outcome::UnknownSku => {
+                let short = reply.shortages.first().map_or(0, |s| s.available.max(0));
+                // What this request could have asked for: more units (add) or a line total (set).
+                // What the request could have asked for: more units (add) or a line total (set).
+                let available = if action == Action::Add && existing.is_some() { (short - have).max(0) } else { short };
+                self.settle(cart, rid, Applied::Rejected(Rejection::OutOfStock { available })).await
+            }
+            Outcome::OwnerCapExceeded => self.settle(cart, rid, Applied::Rejected(Rejection::HoldLimit { cap: reply.owner_cap })).await,
+            Outcome::HoldNotFound | Outcome::Unspecified => Err(ShopError::Internal(format!("unexpected hold outcome {:?}", reply.outcome()))),
+        }
+    }
+
+    /// Extends every line's hold; lines whose hold is gone get a new one if stock allows.
+    /// The lines that could not be held again, with what is available of them.
+    async fn renew_holds(&self, cart: &CartRow, ttl: i64) -> Result<Vec<(String, i64)>, ShopError> {
+        let lines = store::lines(&self.db, &cart.id).await?;
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = owner(&cart.id);
+        let mut client = self.inventory().await?;
+        let reply = client
+            .extend(request(inv::ExtendRequest { hold_ids: lines.iter().map(|l| l.hold_id.clone()).collect(), owner: owner.clone(), ttl_seconds: ttl }))
+            .await
+            .map_err(|s| peer_error("inventory", &s))?
+            .into_inner();
+        let now = self.clock.now_ms();
+        let mut short = Vec::new();
+        let mut tx = self.db.begin_write().await?;
+        for h in &reply.holds {
+            if let Some(l) = lines.iter().find(|l| l.hold_id == h.hold_id) {
+                store::put_line(&mut tx, &cart.id, &l.product_code, l.quantity, &h.hold_id, h.expires_at_ms, now).await?;
+            }
+        }
+        tx.commit().await?;
+        for missing in &reply.missing_hold_ids {
+            let Some(l) = lines.iter().find(|l| &l.hold_id == missing) else { continue };
+            let r = client
+                .hold(request(inv::HoldRequest {
+                    owner: owner.clone(),
+                    lines: vec![inv::Line { sku: l.product_code.clone(), quantity: l.quantity }],
+                    ttl_seconds: ttl,
+                }))
+                .await
+                .map_err(|s| peer_error("inventory", &s))?
+                .into_inner();
+            match (r.outcome(), r.holds.first()) {
+                (Outcome::Held, Some(h)) => {
+                    let mut tx = self.db.begin_write().await?;
+                    store::put_line(&mut tx, &cart.id, &l.product_code, l.quantity, &h.hold_id, h.expires_at_ms, self.clock.now_ms()).await?;
+                    tx.commit().await?;
+                }
+                _ => short.push((l.product_code.clone(), r.shortages.first().map_or(0, |s| s.available.max(0)))),
+            }
+        }
+        Ok(short)
+    }
+
+    /// Checks out the user's cart under an idempotency key (see the module docs of `routes`).
+    pub async fn checkout(&self, user_id: &str, key: &str) -> Result<CheckoutResult, ShopError> {
+        use motorpool_platform::idempotency::{self, Begin};
+        let scope = format!("{user_id}:checkout");
+        let now = self.clock.now_ms();
+        match idempotency::begin(&self.db, &scope, key, &idempotency::fingerprint(&[b"checkout"]), now).await {
+            Ok(Begin::Replay(stored)) => return Ok(CheckoutResult::Replay(stored)),
+            Ok(Begin::Proceed) => {}
+            Err(p) if p.code == motorpool_platform::problem::Code::IdempotencyInProgress => {
+                return Ok(CheckoutResult::Refused(CheckoutRefusal::InProgress));
+            }
+            Err(p) => return Err(ShopError::Internal(p.to_string())),
+        }
+        // A takeover of an attempt that died after creating its order drives that order on.
+        let order = match store::order_by_key(&self.db, &scope, key).await? {
+            Some(o) => o,
+            None => match self.open_order(user_id, &scope, key).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(refusal)) => {
+                    idempotency::abandon(&self.db, &scope, key).await;
+                    return Ok(CheckoutResult::Refused(refusal));
+                }
+                Err(e) => {
+                    idempotency::abandon(&self.db, &scope, key).await;
+                    return Err(e);
+                }
+            },
+        };
+        self.drive(order).await
+    }
+
+    /// Renews the cart's holds and records the order, freezing the cart.
+    async fn open_order(&self, user_id: &str, scope: &str, key: &str) -> Result<Result<OrderRow, CheckoutRefusal>, ShopError> {
+        let cart = store::ensure_cart(&self.db, user_id, self.clock.now_ms()).await?;
+        if cart.checkout_order_id.is_some() {
+            return Ok(Err(CheckoutRefusal::InProgress));
+        }
+        let cart_id = cart.id.clone();
+        self.with_lease(&cart_id, async || {
+            if store::lines(&self.db, &cart.id).await?.is_empty() {
+                return Ok(Err(CheckoutRefusal::CartEmpty));
+            }
+            let short = self.renew_holds(&cart, self.cfg.checkout_hold_ttl_secs).await?;
+            if let Some((product_code, available)) = short.into_iter().next() {
+                return Ok(Err(CheckoutRefusal::OutOfStock { product_code, available }));
+            }
+            let lines = store::lines(&self.db, &cart.id).await?;
+            let currency = lines.first().map_or_else(|| self.cfg.currency.clone(), |l| l.currency.clone());
+            let now = self.clock.now_ms();
+            let order = OrderRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                user_id: user_id.to_owned(),
+                cart_id: cart.id.clone(),
+                status: "pending".into(),
+                total_minor: lines.iter().map(|l| l.quantity * l.price_minor).sum(),
+                currency,
+                charge_id: None,
+                failure: None,
+                idempotency_scope: scope.to_owned(),
+                idempotency_key: key.to_owned(),
+                created_at: now,
+                updated_at: now,
+            };
+            let order_lines: Vec<OrderLineRow> = lines
+                .iter()
+                .map(|l| OrderLineRow {
+                    product_code: l.product_code.clone(),
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.price_minor,
+                    hold_id: l.hold_id.clone(),
+                })
+                .collect();
+            let mut tx = self.db.begin_write().await?;
+            if !store::insert_order(&mut tx, &order, &order_lines).await? {
+                tx.rollback().await?;
+                return Ok(Err(CheckoutRefusal::InProgress));
+            }
+            tx.commit().await?;
+            Ok(Ok(order))
+        })
+        .await
+    }
+
+    /// Takes a pending order as far as it can go: charge (idempotent by order id), commit the
+    /// holds (idempotent by hold), and place it — or refund and fail it. Safe to run again at
+    /// any point, by any replica.
+    pub async fn drive(&self, order: OrderRow) -> Result<CheckoutResult, ShopError> {
+        let lines = store::order_lines(&self.db, &order.id).await?;
+        let charge = self
+            .payments()
+            .await?
+            .charge(request(ChargeRequest {
+                idempotency_key: format!("shop-order:{}", order.id),
+                user_id: order.user_id.clone(),
+                amount_minor: order.total_minor,
+                currency: order.currency.clone(),
+                reference: format!("order:{}", order.id),
+                description: describe(&lines),
+            }))
+            .await;
+        let charge = match charge {
+            Ok(c) => c.into_inner(),
+            Err(s) if s.code() == Grpc::FailedPrecondition && s.message().starts_with("insufficient_funds") => {
+                return self.fail(&order, "insufficient_funds", CheckoutRefusal::InsufficientFunds, &[]).await;
+            }
+            Err(s) if s.code() == Grpc::FailedPrecondition && s.message().starts_with("payment_declined") => {
+                let reason = s.message().trim_start_matches("payment_declined: ").to_owned();
+                return self.fail(&order, "payment_declined", CheckoutRefusal::Declined(reason), &[]).await;
+            }
+            Err(s) => {
+                peer_error("payments", &s);
+                return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
+            }
+        };
+        store::set_charge(&self.db, &order.id, &charge.charge_id, self.clock.now_ms()).await?;
+        let hold_ids: Vec<String> = lines.iter().map(|l| l.hold_id.clone()).collect();
+        let committed = self
+            .inventory()
+            .await?
+            .commit(request(inv::CommitRequest { hold_ids: hold_ids.clone(), owner: owner(&order.cart_id), reference: format!("order:{}", order.id) }))
+            .await;
+        let committed = match committed {
+            Ok(c) => c.into_inner(),
+            Err(s) => {
+                peer_error("inventory", &s);
+                return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
+            }
+        };
+        if committed.committed {
+            return self.place(order, charge.charge_id, &hold_ids).await;
+        }
+        // Money taken, goods gone: give the money back before saying no.
+        let refund = self
+            .payments()
+            .await?
+            .refund(request(RefundRequest {
+                idempotency_key: format!("shop-order-refund:{}", order.id),
+                charge_id: charge.charge_id.clone(),
+                amount_minor: order.total_minor,
+                reason: "parts no longer held".into(),
+            }))
+            .await;
+        if let Err(s) = refund {
+            peer_error("payments", &s);
+            return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
+        }
+        self.metrics.refunded.add(1);
+        self.fail(&order, "holds_lost", CheckoutRefusal::HoldsLost, &committed.missing_hold_ids).await
+    }
+
+    async fn place(&self, mut order: OrderRow, charge_id: String, hold_ids: &[String]) -> Result<CheckoutResult, ShopError> {
+        let now = self.clock.now_ms();
+        order.charge_id = Some(charge_id);
+        let lines = store::order_lines(&self.db, &order.id).await?;
+        let mut placed = order.clone();
+        placed.status = "placed".into();
+        placed.updated_at = now;
+        let body = serde_json::to_vec(&crate::routes::OrderView::new(&placed, &lines)).map_err(|e| ShopError::Internal(e.to_string()))?;
+        let mut tx = self.db.begin_write().await?;
+        if store::finish_order(&mut tx, &order, "placed", None, now).await? {
+            store::delete_lines_with_holds(&mut tx, &order.cart_id, hold_ids, now).await?;
+            let data = events::OrderPlaced::new(&placed, &lines);
+            self.outbox.add(&mut tx, events::ORDER_PLACED, &order.id, &data).await?;
+            motorpool_platform::idempotency::complete(&mut tx, &order.idempotency_scope, &order.idempotency_key, 201, &body).await?;
+            tx.commit().await?;
+            self.outbox.wake();
+            self.metrics.placed.add(1);
+        } else {
+            tx.rollback().await?;
+        }
+        let now_order = store::find_order(&self.db, &order.id).await?.unwrap_or(placed);
+        Ok(CheckoutResult::Placed(Box::new(now_order)))
+    }
+
+    async fn fail(&self, order: &OrderRow, failure: &str, refusal: CheckoutRefusal, gone: &[String]) -> Result<CheckoutResult, ShopError> {
+        let now = self.clock.now_ms();
+        let problem = crate::routes::refusal_problem(&refusal);
+        let body = serde_json::to_vec(&problem.body()).map_err(|e| ShopError::Internal(e.to_string()))?;
+        let mut tx = self.db.begin_write().await?;
+        if store::finish_order(&mut tx, order, "failed", Some(failure), now).await? {
+            if !gone.is_empty() {
+                // Those lines' units are gone; the cart should not pretend otherwise.
+                store::delete_lines_with_holds(&mut tx, &order.cart_id, gone, now).await?;
+            }
+            let data = events::OrderFailed { order_id: order.id.clone(), user_id: order.user_id.clone(), reason: failure.to_owned() };
+            self.outbox.add(&mut tx, events::ORDER_FAILED, &order.id, &data).await?;
+            let status = problem.code.status().as_u16();
+            motorpool_platform::idempotency::complete(&mut tx, &order.idempotency_scope, &order.idempotency_key, status, &body).await?;
+            tx.commit().await?;
+            self.outbox.wake();
+            self.metrics.failed.add(1);
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(CheckoutResult::Refused(refusal))
+    }
+
+    /// Sends queued hold releases to inventory until `shutdown`.
+    pub async fn run_releases(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let period = Duration::from_millis(self.cfg.retry_interval_ms);
+        loop {
+            if let Err(e) = self.release_due().await {
+                tracing::debug!(error = %e, "hold releases wait for inventory");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.releases.notified() => {}
+                () = tokio::time::sleep(period) => {}
+            }
+        }
+    }
+
+    async fn release_due(&self) -> Result<(), ShopError> {
+        loop {
+            let due = store::due_releases(&self.db, self.clock.now_ms(), 100).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut client = self.inventory().await?;
+            for (hold_id, owner, attempts) in &due {
+                match client.release(request(inv::ReleaseRequest { hold_ids: vec![hold_id.clone()], owner: owner.clone() })).await {
+                    Ok(_) => store::release_done(&self.db, hold_id).await?,
+                    Err(s) if s.code() == Grpc::InvalidArgument => {
+                        tracing::warn!(hold_id, error = s.message(), "inventory refused a release; dropped");
+                        store::release_done(&self.db, hold_id).await?;
+                    }
+                    Err(s) => {
+                        let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
+                        store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
+                        return Err(peer_error("inventory", &s));
+                    }
+                }
+            }
+            if due.len() < 100 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Finishes checkouts a crash or an outage left pending, and prunes old cart requests,
+    /// until `shutdown`.
+    pub async fn run_recovery(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let period = Duration::from_millis(self.cfg.retry_interval_ms.max(1000));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            let now = self.clock.now_ms();
+            match store::stale_orders(&self.db, now - STALE_ORDER_MS, 20).await {
+                Ok(orders) => {
+                    for o in orders {
+                        match store::claim_order(&self.db, &o, now).await {
+                            Ok(true) => {
+                                let id = o.id.clone();
+                                if let Err(e) = self.drive(o).await {
+                                    tracing::warn!(order = %id, error = %e, "pending order not finished yet");
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "claiming a pending order"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading pending orders"),
+            }
+            // Settled requests are kept a day for replays of their request id.
+            if let Err(e) = store::prune_requests(&self.db, now - 86_400_000).await {
+                tracing::warn!(error = %e, "pruning cart requests");
+            }
+        }
+    }
+
+    /// Puts every catalog part in stock once (demo data), retrying until inventory answers.
+    pub async fn seed_demo_stock(self: Arc<Self>, codes: Vec<String>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            match self.try_seed_stock(&codes).await {
+                Ok(()) => {
+                    tracing::info!(parts = codes.len(), "demo stock in place");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "demo stock waits for inventory"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn try_seed_stock(&self, codes: &[String]) -> Result<(), ShopError> {
+        let mut client = self.inventory().await?;
+        for (i, code) in codes.iter().enumerate() {
+            // A few scarce parts, so the demo shows "only N left" and out-of-stock answers.
+            let quantity = if i % 37 == 5 { 2 } else { self.cfg.demo_stock_per_part };
+            client
+                .set_stock(request(inv::SetStockRequest { sku: code.clone(), quantity, only_if_absent: true }))
+                .await
+                .map_err(|s| peer_error("inventory", &s))?;
+        }
+        Ok(())
+    }
+}
+
+fn describe(lines: &[OrderLineRow]) -> String {
+    let units: i64 = lines.iter().map(|l| l.quantity).sum();
+    match lines {
+        [one] => format!("{} × {}", one.quantity, one.name),
+        _ => format!("Parts order: {units} items"),
+    }
+    .chars()
+    .take(200)
+    .collect()
+}

@@ -1,0 +1,510 @@
+//! All of the shop's SQL.
+
+use motorpool_platform::db::{Db, Tx};
+
+use crate::domain::catalog::{self, Part};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProductRow {
+    pub code: String,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub models: String,
+}
+
+impl ProductRow {
+    pub fn model_list(&self) -> Vec<String> {
+        self.models.split('|').filter(|m| !m.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+const PRODUCT_COLUMNS: &str = "code, name, description, category, price_minor, currency, models";
+
+/// Inserts the catalog's parts that are missing (every replica may run this at start).
+pub async fn seed_catalog(db: &Db, parts: &[Part], currency: &str) -> Result<u64, sqlx::Error> {
+    let have: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM products").fetch_one(db.pool()).await?;
+    if have as usize >= parts.len() {
+        return Ok(0);
+    }
+    let mut tx = db.begin_write().await?;
+    let mut added = 0;
+    for p in parts {
+        added += sqlx::query(
+            "INSERT INTO products (code, name, description, category, price_minor, currency, models, search) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO NOTHING",
+        )
+        .bind(&p.code)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(p.category)
+        .bind(p.price_minor)
+        .bind(currency)
+        .bind(catalog::models_column(&p.models))
+        .bind(catalog::search_column(p))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// A page of products, by code after `cursor`, where every word occurs in the product's text,
+/// of `model` and `category` when given.
+pub async fn search(
+    db: &Db,
+    words: &[String],
+    model: Option<&str>,
+    category: Option<&str>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ProductRow>, sqlx::Error> {
+    let mut sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code > $1");
+    let mut n = 1;
+    for _ in words {
+        n += 1;
+        sql.push_str(&format!(" AND search LIKE '%' || ${n} || '%' ESCAPE '\\'"));
+    }
+    if model.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND models LIKE '%|' || ${n} || '|%'"));
+    }
+    if category.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND category = ${n}"));
+    }
+    n += 1;
+    sql.push_str(&format!(" ORDER BY code LIMIT ${n}"));
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(cursor.unwrap_or(""));
+    for w in words {
+        q = q.bind(w);
+    }
+    if let Some(m) = model {
+        q = q.bind(m);
+    }
+    if let Some(c) = category {
+        q = q.bind(c);
+    }
+    q.bind(limit).fetch_all(db.pool()).await
+}
+
+pub async fn find_product(db: &Db, code: &str) -> Result<Option<ProductRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1")))
+        .bind(code)
+        .fetch_optional(db.pool())
+        .await
+}
+
+pub async fn categories(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT category FROM products ORDER BY category").fetch_all(db.pool()).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CartRow {
+    pub id: String,
+    pub user_id: String,
+    pub checkout_order_id: Option<String>,
+    pub updated_at: i64,
+}
+
+/// The user's cart, created on first use.
+pub async fn ensure_cart(db: &Db, user_id: &str, now: i64) -> Result<CartRow, sqlx::Error> {
+    if let Some(c) = find_cart(db, user_id).await? {
+        return Ok(c);
+    }
+    sqlx::query("INSERT INTO carts (id, user_id, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (user_id) DO NOTHING")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(user_id)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    find_cart(db, user_id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+pub async fn find_cart(db: &Db, user_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, user_id, checkout_order_id, updated_at FROM carts WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// Takes the cart's change lease until `until` if nobody holds it.
+pub async fn try_lease_cart(db: &Db, cart_id: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE carts SET busy_until = $1 WHERE id = $2 AND busy_until <= $3")
+        .bind(until)
+        .bind(cart_id)
+        .bind(now)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn end_lease(db: &Db, cart_id: &str, until: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE carts SET busy_until = 0 WHERE id = $1 AND busy_until = $2").bind(cart_id).bind(until).execute(db.pool()).await?;
+    Ok(())
+}
+
+async fn touch_cart(tx: &mut Tx, cart_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE carts SET updated_at = $1 WHERE id = $2").bind(now).bind(cart_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LineRow {
+    pub product_code: String,
+    pub name: String,
+    pub quantity: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub hold_id: String,
+    pub hold_expires_at: i64,
+}
+
+const LINE_SELECT: &str = "SELECT l.product_code, p.name, l.quantity, p.price_minor, p.currency, l.hold_id, l.hold_expires_at \
+     FROM cart_lines l JOIN products p ON p.code = l.product_code";
+
+pub async fn lines(db: &Db, cart_id: &str) -> Result<Vec<LineRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{LINE_SELECT} WHERE l.cart_id = $1 ORDER BY l.added_at, l.product_code")))
+        .bind(cart_id)
+        .fetch_all(db.pool())
+        .await
+}
+
+pub async fn line(db: &Db, cart_id: &str, code: &str) -> Result<Option<LineRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{LINE_SELECT} WHERE l.cart_id = $1 AND l.product_code = $2")))
+        .bind(cart_id)
+        .bind(code)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// Creates or replaces a line with the hold behind it.
+pub async fn put_line(
+    tx: &mut Tx,
+    cart_id: &str,
+    code: &str,
+    quantity: i64,
+    hold_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cart_lines (cart_id, product_code, quantity, hold_id, hold_expires_at, added_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (cart_id, product_code) DO UPDATE SET quantity = excluded.quantity, hold_id = excluded.hold_id, \
+         hold_expires_at = excluded.hold_expires_at",
+    )
+    .bind(cart_id)
+    .bind(code)
+    .bind(quantity)
+    .bind(hold_id)
+    .bind(expires_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    touch_cart(tx, cart_id, now).await
+}
+
+/// Deletes a line; its hold id when there was one.
+pub async fn delete_line(tx: &mut Tx, cart_id: &str, code: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+    let hold: Option<String> = sqlx::query_scalar("DELETE FROM cart_lines WHERE cart_id = $1 AND product_code = $2 RETURNING hold_id")
+        .bind(cart_id)
+        .bind(code)
+        .fetch_optional(&mut **tx)
+        .await?;
+    touch_cart(tx, cart_id, now).await?;
+    Ok(hold)
+}
+
+/// Deletes the lines backed by these holds (an order took them, or they are gone).
+pub async fn delete_lines_with_holds(tx: &mut Tx, cart_id: &str, hold_ids: &[String], now: i64) -> Result<(), sqlx::Error> {
+    for h in hold_ids {
+        sqlx::query("DELETE FROM cart_lines WHERE cart_id = $1 AND hold_id = $2").bind(cart_id).bind(h).execute(&mut **tx).await?;
+    }
+    touch_cart(tx, cart_id, now).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub action: String,
+    pub product_code: Option<String>,
+    pub quantity: Option<i64>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub available: Option<i64>,
+    pub created_at: i64,
+}
+
+const REQUEST_COLUMNS: &str = "request_id, action, product_code, quantity, status, reason, available, created_at";
+
+/// Records a pending request; false when the cart already has one with this id.
+pub async fn insert_request(
+    db: &Db,
+    cart_id: &str,
+    request_id: &str,
+    action: &str,
+    code: Option<&str>,
+    quantity: Option<i64>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "INSERT INTO cart_requests (cart_id, request_id, action, product_code, quantity, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6) ON CONFLICT (cart_id, request_id) DO NOTHING",
+    )
+    .bind(cart_id)
+    .bind(request_id)
+    .bind(action)
+    .bind(code)
+    .bind(quantity)
+    .bind(now)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn find_request(db: &Db, cart_id: &str, request_id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {REQUEST_COLUMNS} FROM cart_requests WHERE cart_id = $1 AND request_id = $2")))
+        .bind(cart_id)
+        .bind(request_id)
+        .fetch_optional(db.pool())
+        .await
+}
+
+pub async fn pending_requests(db: &Db, cart_id: &str) -> Result<Vec<RequestRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REQUEST_COLUMNS} FROM cart_requests WHERE cart_id = $1 AND status = 'pending' ORDER BY created_at, request_id LIMIT 100"
+    )))
+    .bind(cart_id)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// Settles a request in the transaction that applied (or refused) it.
+pub async fn resolve_request(
+    tx: &mut Tx,
+    cart_id: &str,
+    request_id: &str,
+    status: &str,
+    reason: Option<&str>,
+    available: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cart_requests SET status = $1, reason = $2, available = $3, resolved_at = $4 WHERE cart_id = $5 AND request_id = $6")
+        .bind(status)
+        .bind(reason)
+        .bind(available)
+        .bind(now)
+        .bind(cart_id)
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Forgets settled requests older than `before`, and pending ones abandoned by a crash.
+pub async fn prune_requests(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM cart_requests WHERE created_at < $1").bind(before).execute(db.pool()).await?.rows_affected())
+}
+
+/// Queues a hold to be given back to inventory.
+pub async fn queue_release(tx: &mut Tx, hold_id: &str, owner: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO hold_releases (hold_id, owner, next_at, created_at) VALUES ($1, $2, $3, $3) ON CONFLICT (hold_id) DO NOTHING")
+        .bind(hold_id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` due releases: (hold id, owner, attempts).
+pub async fn due_releases(db: &Db, now: i64, limit: i64) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT hold_id, owner, attempts FROM hold_releases WHERE next_at <= $1 ORDER BY next_at, hold_id LIMIT $2")
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await
+}
+
+pub async fn release_done(db: &Db, hold_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM hold_releases WHERE hold_id = $1").bind(hold_id).execute(db.pool()).await?;
+    Ok(())
+}
+
+pub async fn release_later(db: &Db, hold_id: &str, next_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE hold_releases SET attempts = attempts + 1, next_at = $1 WHERE hold_id = $2")
+        .bind(next_at)
+        .bind(hold_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub cart_id: String,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub charge_id: Option<String>,
+    pub failure: Option<String>,
+    pub idempotency_scope: String,
+    pub idempotency_key: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const ORDER_COLUMNS: &str =
+    "id, user_id, cart_id, status, total_minor, currency, charge_id, failure, idempotency_scope, idempotency_key, created_at, updated_at";
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderLineRow {
+    pub product_code: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub hold_id: String,
+}
+
+/// Records a new order and freezes its cart; false when the cart is already checking out.
+pub async fn insert_order(tx: &mut Tx, o: &OrderRow, lines: &[OrderLineRow]) -> Result<bool, sqlx::Error> {
+    let frozen = sqlx::query("UPDATE carts SET checkout_order_id = $1 WHERE id = $2 AND checkout_order_id IS NULL")
+        .bind(&o.id)
+        .bind(&o.cart_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if frozen != 1 {
+        return Ok(false);
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    )))
+    .bind(&o.id)
+    .bind(&o.user_id)
+    .bind(&o.cart_id)
+    .bind(&o.status)
+    .bind(o.total_minor)
+    .bind(&o.currency)
+    .bind(&o.charge_id)
+    .bind(&o.failure)
+    .bind(&o.idempotency_scope)
+    .bind(&o.idempotency_key)
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    for l in lines {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, product_code, name, quantity, unit_price_minor, hold_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&o.id)
+        .bind(&l.product_code)
+        .bind(&l.name)
+        .bind(l.quantity)
+        .bind(l.unit_price_minor)
+        .bind(&l.hold_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
+}
+
+pub async fn find_order(db: &Db, id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))).bind(id).fetch_optional(db.pool()).await
+}
+
+pub async fn order_by_key(db: &Db, scope: &str, key: &str) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_scope = $1 AND idempotency_key = $2")))
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await
+}
+
+pub async fn order_lines(db: &Db, order_id: &str) -> Result<Vec<OrderLineRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT product_code, name, quantity, unit_price_minor, hold_id FROM order_lines WHERE order_id = $1 ORDER BY product_code",
+    )
+    .bind(order_id)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// The user's orders, newest first, after `cursor` (an order id).
+pub async fn list_orders(db: &Db, user_id: &str, cursor: Option<&str>, limit: i64) -> Result<Vec<OrderRow>, sqlx::Error> {
+    match cursor {
+        Some(c) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(user_id)
+        .bind(c)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await,
+        None => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2")))
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await,
+    }
+}
+
+pub async fn set_charge(db: &Db, order_id: &str, charge_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET charge_id = $1, updated_at = $2 WHERE id = $3").bind(charge_id).bind(now).bind(order_id).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Ends a pending order (placed or failed) and unfreezes its cart; false when it had already
+/// ended (another replica finished it).
+pub async fn finish_order(tx: &mut Tx, o: &OrderRow, status: &str, failure: Option<&str>, now: i64) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE orders SET status = $1, failure = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'")
+        .bind(status)
+        .bind(failure)
+        .bind(now)
+        .bind(&o.id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE carts SET checkout_order_id = NULL, updated_at = $1 WHERE id = $2 AND checkout_order_id = $3")
+        .bind(now)
+        .bind(&o.cart_id)
+        .bind(&o.id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(true)
+}
+
+/// Pending orders nobody has touched since `before` (a checkout interrupted by a crash or an
+/// outage), oldest first.
+pub async fn stale_orders(db: &Db, before: i64, limit: i64) -> Result<Vec<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+    )))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// Claims a stale order for re-driving; only one replica wins.
+pub async fn claim_order(db: &Db, o: &OrderRow, now: i64) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE orders SET updated_at = $1 WHERE id = $2 AND status = 'pending' AND updated_at = $3")
+        .bind(now)
+        .bind(&o.id)
+        .bind(o.updated_at)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
