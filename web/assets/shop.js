@@ -31,6 +31,9 @@
   };
   const byId = (id) => document.getElementById(id);
 
+  const REQUEST_STATES = { pending: "Pending", confirmed: "Confirmed", rejected: "Rejected" };
+  const ORDER_STATES = { placed: "Placed", pending: "Processing", failed: "Failed" };
+
   const REASONS = {
     out_of_stock: "out of stock",
     hold_limit_exceeded: "your cart holds as many units as it may",
@@ -144,35 +147,43 @@
     }
 
     async function showProduct(code) {
-      const box = byId("product");
+      let p;
       try {
-        const p = await api(`/api/shop/products/${encodeURIComponent(code)}`, { auth: false });
+        p = await api(`/api/shop/products/${encodeURIComponent(code)}`, { auth: false });
         state.products.set(p.code, p);
-        box.dataset.code = p.code;
-        byId("product-name").textContent = p.name;
-        byId("product-description").textContent = p.description || "";
-        byId("product-code").textContent = p.code;
-        byId("product-category").textContent = p.category || "–";
-        byId("product-price").textContent = fmt(p.price);
-        byId("product-models").textContent = (p.compatibleModels || []).join(", ") || "All models";
-        byId("product-available").textContent = availabilityText(p.available);
-        byId("product-qty").value = "1";
-        box.hidden = false;
-        box.scrollIntoView({ block: "nearest" });
-        byId("product-name").setAttribute("tabindex", "-1");
-        byId("product-name").focus({ preventScroll: true });
       } catch (err) {
-        mp.showProblem("shop-message", err);
+        // Availability comes from inventory; without it the part is still worth showing.
+        const known = state.products.get(code);
+        if (!known || err.status === 404) { mp.showProblem("shop-message", err); return; }
+        p = { ...known, available: null };
       }
+      renderProduct(p);
+    }
+
+    function renderProduct(p) {
+      const box = byId("product");
+      box.dataset.code = p.code;
+      byId("product-name").textContent = p.name;
+      byId("product-description").textContent = p.description || "";
+      byId("product-code").textContent = p.code;
+      byId("product-category").textContent = p.category || "–";
+      byId("product-price").textContent = fmt(p.price);
+      byId("product-models").textContent = (p.compatibleModels || []).join(", ") || "All models";
+      byId("product-available").textContent = availabilityText(p.available);
+      byId("product-qty").value = "1";
+      box.hidden = false;
+      box.scrollIntoView({ block: "nearest" });
+      byId("product-name").setAttribute("tabindex", "-1");
+      byId("product-name").focus({ preventScroll: true });
     }
 
     // ---------------------------------------------------------- live cart
 
-    function setLive(stateName, text, extra) {
+    function setLive(stateName, text) {
       const box = byId("live-status");
       box.dataset.state = stateName;
       box.className = `live-status is-${stateName}`;
-      box.replaceChildren(el("p", {}, text), ...(extra ? [extra] : []));
+      box.replaceChildren(el("p", {}, text));
     }
 
     function setConnection(stateName, text) {
@@ -228,7 +239,7 @@
       }
       item.className = `is-${req.status}`;
       item.dataset.state = req.status;
-      item.replaceChildren(el("span", { class: "req-state" }, req.status), " ", outcomeText(req));
+      item.replaceChildren(el("span", { class: "req-state" }, REQUEST_STATES[req.status] || req.status), " ", outcomeText(req));
     }
 
     function sendRaw(message) {
@@ -522,7 +533,7 @@
       return el("li", { class: `order is-${o.status}`, id: `order-${o.id}` },
         el("div", { class: "order-head" },
           el("time", { datetime: o.createdAt }, Number.isNaN(created.getTime()) ? o.createdAt : created.toLocaleString()),
-          el("span", { class: `order-status status-${o.status}` }, o.status)),
+          el("span", { class: `order-status status-${o.status}` }, ORDER_STATES[o.status] || o.status)),
         el("div", {}, lines),
         el("div", { class: "order-foot" },
           el("span", { class: "price" }, fmt(o.total)),

@@ -243,7 +243,7 @@ async fn browser_shop_search_add_to_cart_live_and_checkout() {
     browser.click("checkout").await;
     browser.wait_text("checkout-message", "Order placed").await;
     browser.wait_text("orders", &format!("2 × {name}")).await;
-    browser.wait_text("orders", "placed").await;
+    browser.wait_text("orders", "Placed").await;
     browser.wait_text("cart-total", "0.00 EUR").await;
     assert!(!browser.is_hidden("cart-empty").await, "the cart is empty after checkout");
 
