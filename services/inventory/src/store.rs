@@ -152,12 +152,13 @@ pub async fn release_one_statement(db: &Db, id: &str, owner: &str, now: i64, rel
 
 /// Takes `quantity` units of `sku` if that many are available; the counters after, or `None`.
 pub async fn try_take(tx: &mut Tx, sku: &str, quantity: i64, now: i64) -> Result<Option<Counters>, sqlx::Error> {
-    let row = sqlx::query("UPDATE stock SET held = held + $1, updated_at = $2 WHERE sku = $3 AND quantity - held >= $1 RETURNING quantity, held")
-        .bind(quantity)
-        .bind(now)
-        .bind(sku)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query("UPDATE stock SET held = held + $1, updated_at = $2 WHERE sku = $3 AND quantity - held >= $1 RETURNING quantity, held")
+            .bind(quantity)
+            .bind(now)
+            .bind(sku)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(row.map(|r| Counters { quantity: r.get(0), held: r.get(1) }))
 }
 
@@ -174,14 +175,13 @@ pub async fn give_back(tx: &mut Tx, sku: &str, quantity: i64, now: i64) -> Resul
 
 /// Turns `quantity` held units of `sku` into sold ones; the counters after.
 pub async fn sell(tx: &mut Tx, sku: &str, quantity: i64, now: i64) -> Result<Counters, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE stock SET quantity = quantity - $1, held = held - $1, updated_at = $2 WHERE sku = $3 RETURNING quantity, held",
-    )
-    .bind(quantity)
-    .bind(now)
-    .bind(sku)
-    .fetch_one(&mut **tx)
-    .await?;
+    let r =
+        sqlx::query("UPDATE stock SET quantity = quantity - $1, held = held - $1, updated_at = $2 WHERE sku = $3 RETURNING quantity, held")
+            .bind(quantity)
+            .bind(now)
+            .bind(sku)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(Counters { quantity: r.get(0), held: r.get(1) })
 }
 
@@ -279,24 +279,20 @@ pub async fn delete_live_hold(tx: &mut Tx, id: &str, owner: &str, now: i64) -> R
 
 /// Deletes the expired holds of one SKU; the deleted rows. The caller gives their units back.
 pub async fn delete_expired_of_sku(tx: &mut Tx, sku: &str, now: i64) -> Result<Vec<HoldRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM holds WHERE sku = $1 AND expires_at <= $2 RETURNING {HOLD_COLUMNS}"
-    )))
-    .bind(sku)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("DELETE FROM holds WHERE sku = $1 AND expires_at <= $2 RETURNING {HOLD_COLUMNS}")))
+        .bind(sku)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// Deletes the expired holds of one owner; the deleted rows.
 pub async fn delete_expired_of_owner(tx: &mut Tx, owner: &str, now: i64) -> Result<Vec<HoldRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM holds WHERE owner = $1 AND expires_at <= $2 RETURNING {HOLD_COLUMNS}"
-    )))
-    .bind(owner)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("DELETE FROM holds WHERE owner = $1 AND expires_at <= $2 RETURNING {HOLD_COLUMNS}")))
+        .bind(owner)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// Deletes up to `limit` expired holds, oldest expiry first; the deleted rows.

@@ -104,7 +104,10 @@ pub enum CheckoutResult {
 pub enum CheckoutRefusal {
     CartEmpty,
     InProgress,
-    OutOfStock { product_code: String, available: i64 },
+    OutOfStock {
+        product_code: String,
+        available: i64,
+    },
     InsufficientFunds,
     Declined(String),
     /// Charged, but the holds were gone: the charge was refunded.
@@ -181,23 +184,22 @@ impl Shop {
             .await
             .map_err(|s| peer_error("inventory", &s))?
             .into_inner();
-        Ok(codes
-            .iter()
-            .map(|c| (c.clone(), reply.levels.iter().find(|l| &l.sku == c).map_or(0, |l| l.available.max(0))))
-            .collect())
+        Ok(codes.iter().map(|c| (c.clone(), reply.levels.iter().find(|l| &l.sku == c).map_or(0, |l| l.available.max(0)))).collect())
     }
 
-    /// Runs `f` holding the cart's change lease (waiting up to a few seconds for it).
-    async fn with_lease<T, F>(&self, cart_id: &str, f: F) -> Result<T, ShopError>
-    where
-        F: AsyncFnOnce() -> Result<T, ShopError>,
-    {
+    /// Runs `f` on the user's cart while holding its change lease (waiting a few seconds for
+    /// it at most); the cart is created on first use.
+    async fn with_cart<T>(&self, user_id: &str, f: impl AsyncFnOnce(&CartRow) -> Result<T, ShopError>) -> Result<T, ShopError> {
         let mut waited = Duration::ZERO;
-        let until = loop {
+        let (cart, until) = loop {
             let now = self.clock.now_ms();
             let until = now + LEASE_MS;
-            if store::try_lease_cart(&self.db, cart_id, now, until).await? {
-                break until;
+            if let Some(cart) = store::lease_cart(&self.db, user_id, now, until).await? {
+                break (cart, until);
+            }
+            if store::find_cart(&self.db, user_id).await?.is_none() {
+                store::ensure_cart(&self.db, user_id, now).await?;
+                continue;
             }
             if waited >= Duration::from_secs(5) {
                 return Err(ShopError::CartBusy);
@@ -205,15 +207,16 @@ impl Shop {
             tokio::time::sleep(Duration::from_millis(10)).await;
             waited += Duration::from_millis(10);
         };
-        let out = f().await;
-        if let Err(e) = store::end_lease(&self.db, cart_id, until).await {
+        let out = f(&cart).await;
+        if let Err(e) = store::end_lease(&self.db, &cart.id, until, self.clock.now_ms()).await {
             tracing::warn!(error = %e, "cart lease not ended; it runs out by itself");
         }
         out
     }
 
-    /// Applies one change to the user's cart. With a request id, the request is recorded as
-    /// pending first and its outcome stored; a repeated id returns the stored outcome.
+    /// Applies one change to the user's cart. With a request id (the live channel), the
+    /// request is part of the cart's state: recorded as pending first, settled after, and a
+    /// repeated id gets the stored outcome without a second effect.
     pub async fn apply(
         &self,
         user_id: &str,
@@ -222,14 +225,16 @@ impl Shop {
         quantity: i64,
         request_id: Option<&str>,
     ) -> Result<(CartRow, Applied), ShopError> {
+        let Some(rid) = request_id else {
+            let result = self.change(user_id, action, code, quantity).await;
+            self.count(&result);
+            return result;
+        };
         let now = self.clock.now_ms();
         let cart = store::ensure_cart(&self.db, user_id, now).await?;
-        let request_id = request_id.map(str::to_owned).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let quantity_field = matches!(action, Action::Add | Action::Set).then_some(quantity);
-        if !store::insert_request(&self.db, &cart.id, &request_id, action.as_str(), code, quantity_field, now).await? {
-            let stored = store::find_request(&self.db, &cart.id, &request_id).await?;
-            let applied = match stored {
-                Some(r) if r.status == "pending" => Applied::Pending,
+        if !store::insert_request(&self.db, &cart.id, rid, action.as_str(), code, quantity_field, now).await? {
+            let applied = match store::find_request(&self.db, &cart.id, rid).await? {
                 Some(r) if r.status == "confirmed" => {
                     let line = match &r.product_code {
                         Some(c) => store::line(&self.db, &cart.id, c).await?,
@@ -237,102 +242,84 @@ impl Shop {
                     };
                     Applied::Confirmed(line)
                 }
-                Some(r) => Applied::Rejected(Rejection::from_stored(r.reason.as_deref().unwrap_or(""), r.available)),
-                None => Applied::Pending,
+                Some(r) if r.status == "rejected" => {
+                    Applied::Rejected(Rejection::from_stored(r.reason.as_deref().unwrap_or(""), r.available))
+                }
+                _ => Applied::Pending,
             };
             return Ok((cart, applied));
         }
-        let result = self.apply_recorded(&cart, action, code, quantity, &request_id).await;
-        match &result {
-            Ok(Applied::Confirmed(_)) => self.metrics.confirmed.add(1),
-            Ok(Applied::Rejected(_)) => self.metrics.rejected.add(1),
+        let result = self.change(user_id, action, code, quantity).await;
+        self.count(&result);
+        let (status, reason, available) = match &result {
+            Ok((_, Applied::Rejected(r))) => ("rejected", Some(r.reason()), r.available()),
+            Ok(_) => ("confirmed", None, None),
+            Err(_) => ("rejected", Some("unavailable"), None),
+        };
+        store::resolve_request(&self.db, &cart.id, rid, status, reason, available, self.clock.now_ms()).await?;
+        result
+    }
+
+    fn count(&self, result: &Result<(CartRow, Applied), ShopError>) {
+        match result {
+            Ok((_, Applied::Confirmed(_))) => self.metrics.confirmed.add(1),
+            Ok((_, Applied::Rejected(_))) => self.metrics.rejected.add(1),
             _ => {}
         }
-        if result.is_err() {
-            // Record the failure so the request does not look pending forever.
-            let mut tx = self.db.begin_write().await?;
-            store::resolve_request(&mut tx, &cart.id, &request_id, "rejected", Some("unavailable"), None, self.clock.now_ms()).await?;
-            tx.commit().await?;
-        }
-        Ok((cart, result?))
     }
 
-    async fn apply_recorded(&self, cart: &CartRow, action: Action, code: Option<&str>, quantity: i64, rid: &str) -> Result<Applied, ShopError> {
-        if cart.checkout_order_id.is_some() && action != Action::Check {
-            return self.settle(cart, rid, Applied::Rejected(Rejection::CheckoutInProgress)).await;
-        }
-        match (action, code) {
-            (Action::Remove, Some(code)) | (Action::Set, Some(code)) if action == Action::Remove || quantity == 0 => {
-                self.remove(cart, code, rid).await
+    async fn change(&self, user_id: &str, action: Action, code: Option<&str>, quantity: i64) -> Result<(CartRow, Applied), ShopError> {
+        self.with_cart(user_id, async |cart: &CartRow| {
+            if cart.checkout_order_id.is_some() && action != Action::Check {
+                return Ok((cart.clone(), Applied::Rejected(Rejection::CheckoutInProgress)));
             }
-            (Action::Add | Action::Set, Some(code)) => {
-                if store::find_product(&self.db, code).await?.is_none() {
-                    return self.settle(cart, rid, Applied::Rejected(Rejection::UnknownProduct)).await;
-                }
-                let cart_id = cart.id.clone();
-                self.with_lease(&cart_id, async || self.put(cart, action, code, quantity, rid).await).await
-            }
-            (Action::Check, _) => {
-                let cart_id = cart.id.clone();
-                self.with_lease(&cart_id, async || {
+            let applied = match (action, code) {
+                (Action::Remove, Some(code)) => self.remove(cart, code).await?,
+                (Action::Set, Some(code)) if quantity == 0 => self.remove(cart, code).await?,
+                (Action::Add | Action::Set, Some(code)) => self.put(cart, action, code, quantity).await?,
+                (Action::Check, _) => {
                     self.renew_holds(cart, self.cfg.cart_hold_ttl_secs).await?;
-                    self.settle(cart, rid, Applied::Confirmed(None)).await
-                })
-                .await
-            }
-            _ => self.settle(cart, rid, Applied::Rejected(Rejection::NotInCart)).await,
-        }
-    }
-
-    /// Stores a request's outcome that changed nothing in the cart.
-    async fn settle(&self, cart: &CartRow, rid: &str, applied: Applied) -> Result<Applied, ShopError> {
-        let mut tx = self.db.begin_write().await?;
-        let now = self.clock.now_ms();
-        match &applied {
-            Applied::Rejected(r) => store::resolve_request(&mut tx, &cart.id, rid, "rejected", Some(r.reason()), r.available(), now).await?,
-            _ => store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?,
-        }
-        tx.commit().await?;
-        Ok(applied)
+                    Applied::Confirmed(None)
+                }
+                _ => Applied::Rejected(Rejection::NotInCart),
+            };
+            Ok((cart.clone(), applied))
+        })
+        .await
     }
 
     /// Removes a line at once and queues its hold's release.
-    async fn remove(&self, cart: &CartRow, code: &str, rid: &str) -> Result<Applied, ShopError> {
+    async fn remove(&self, cart: &CartRow, code: &str) -> Result<Applied, ShopError> {
         let now = self.clock.now_ms();
         let mut tx = self.db.begin_write().await?;
-        let applied = match store::delete_line(&mut tx, &cart.id, code, now).await? {
-            Some(hold) => {
-                store::queue_release(&mut tx, &hold, &owner(&cart.id), now).await?;
-                store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?;
-                Applied::Confirmed(None)
-            }
-            None => {
-                let r = Rejection::NotInCart;
-                store::resolve_request(&mut tx, &cart.id, rid, "rejected", Some(r.reason()), None, now).await?;
-                Applied::Rejected(r)
-            }
+        let Some(hold) = store::delete_line(&mut tx, &cart.id, code).await? else {
+            tx.rollback().await?;
+            return Ok(Applied::Rejected(Rejection::NotInCart));
         };
+        store::queue_release(&mut tx, &hold, &owner(&cart.id), now).await?;
         tx.commit().await?;
         self.releases.notify_one();
-        Ok(applied)
+        Ok(Applied::Confirmed(None))
     }
 
     /// Adds to or sets a line, asking inventory for the units first.
-    async fn put(&self, cart: &CartRow, action: Action, code: &str, quantity: i64, rid: &str) -> Result<Applied, ShopError> {
-        let existing = store::line(&self.db, &cart.id, code).await?;
-        let have = existing.as_ref().map_or(0, |l| l.quantity);
+    async fn put(&self, cart: &CartRow, action: Action, code: &str, quantity: i64) -> Result<Applied, ShopError> {
+        let Some((product, existing)) = store::product_and_line(&self.db, &cart.id, code).await? else {
+            return Ok(Applied::Rejected(Rejection::UnknownProduct));
+        };
+        let have = existing.as_ref().map_or(0, |(q, _)| *q);
         let target = if action == Action::Add { have + quantity } else { quantity };
         if target > MAX_LINE_QUANTITY {
-            return self.settle(cart, rid, Applied::Rejected(Rejection::TooMany)).await;
+            return Ok(Applied::Rejected(Rejection::TooMany));
         }
         let owner = owner(&cart.id);
         let ttl = self.cfg.cart_hold_ttl_secs;
         let mut client = self.inventory().await?;
         // Resize the line's hold; a hold that is gone (expired) is replaced by a new one.
         let mut reply = None;
-        if let Some(line) = &existing {
+        if let Some((_, hold_id)) = &existing {
             let r = client
-                .adjust(request(inv::AdjustRequest { hold_id: line.hold_id.clone(), owner: owner.clone(), quantity: target, ttl_seconds: ttl }))
+                .adjust(request(inv::AdjustRequest { hold_id: hold_id.clone(), owner: owner.clone(), quantity: target, ttl_seconds: ttl }))
                 .await
                 .map_err(|s| peer_error("inventory", &s))?
                 .into_inner();
@@ -352,29 +339,43 @@ impl Shop {
                 .map_err(|s| peer_error("inventory", &s))?
                 .into_inner(),
         };
-        let now = self.clock.now_ms();
         match reply.outcome() {
             Outcome::Held => {
                 let hold = reply.holds.first().ok_or_else(|| ShopError::Internal("inventory held nothing".into()))?;
-                let mut tx = self.db.begin_write().await?;
-                store::put_line(&mut tx, &cart.id, code, target, &hold.hold_id, hold.expires_at_ms, now).await?;
-                if let Some(old) = existing.as_ref().filter(|l| l.hold_id != hold.hold_id) {
-                    // The old hold was gone already; releasing it again is harmless.
-                    store::queue_release(&mut tx, &old.hold_id, &owner, now).await?;
+                let now = self.clock.now_ms();
+                match existing.as_ref().filter(|(_, h)| *h != hold.hold_id) {
+                    Some((_, old)) => {
+                        // The old hold was gone already; releasing it again is harmless.
+                        let mut tx = self.db.begin_write().await?;
+                        store::put_line(&mut tx, &cart.id, code, target, &hold.hold_id, hold.expires_at_ms, now).await?;
+                        store::queue_release(&mut tx, old, &owner, now).await?;
+                        tx.commit().await?;
+                    }
+                    None => {
+                        let mut conn = self.db.pool().acquire().await?;
+                        store::put_line(&mut conn, &cart.id, code, target, &hold.hold_id, hold.expires_at_ms, now).await?;
+                    }
                 }
-                store::resolve_request(&mut tx, &cart.id, rid, "confirmed", None, None, now).await?;
-                tx.commit().await?;
-                Ok(Applied::Confirmed(store::line(&self.db, &cart.id, code).await?))
+                Ok(Applied::Confirmed(Some(LineRow {
+                    product_code: product.code,
+                    name: product.name,
+                    quantity: target,
+                    price_minor: product.price_minor,
+                    currency: product.currency,
+                    hold_id: hold.hold_id.clone(),
+                    hold_expires_at: hold.expires_at_ms,
+                })))
             }
             Outcome::OutOfStock | Outcome::UnknownSku => {
                 let short = reply.shortages.first().map_or(0, |s| s.available.max(0));
-                // What this request could have asked for: more units (add) or a line total (set).
                 // What the request could have asked for: more units (add) or a line total (set).
                 let available = if action == Action::Add && existing.is_some() { (short - have).max(0) } else { short };
-                self.settle(cart, rid, Applied::Rejected(Rejection::OutOfStock { available })).await
+                Ok(Applied::Rejected(Rejection::OutOfStock { available }))
             }
-            Outcome::OwnerCapExceeded => self.settle(cart, rid, Applied::Rejected(Rejection::HoldLimit { cap: reply.owner_cap })).await,
-            Outcome::HoldNotFound | Outcome::Unspecified => Err(ShopError::Internal(format!("unexpected hold outcome {:?}", reply.outcome()))),
+            Outcome::OwnerCapExceeded => Ok(Applied::Rejected(Rejection::HoldLimit { cap: reply.owner_cap })),
+            Outcome::HoldNotFound | Outcome::Unspecified => {
+                Err(ShopError::Internal(format!("unexpected hold outcome {:?}", reply.outcome())))
+            }
         }
     }
 
@@ -388,7 +389,11 @@ impl Shop {
         let owner = owner(&cart.id);
         let mut client = self.inventory().await?;
         let reply = client
-            .extend(request(inv::ExtendRequest { hold_ids: lines.iter().map(|l| l.hold_id.clone()).collect(), owner: owner.clone(), ttl_seconds: ttl }))
+            .extend(request(inv::ExtendRequest {
+                hold_ids: lines.iter().map(|l| l.hold_id.clone()).collect(),
+                owner: owner.clone(),
+                ttl_seconds: ttl,
+            }))
             .await
             .map_err(|s| peer_error("inventory", &s))?
             .into_inner();
@@ -415,7 +420,8 @@ impl Shop {
             match (r.outcome(), r.holds.first()) {
                 (Outcome::Held, Some(h)) => {
                     let mut tx = self.db.begin_write().await?;
-                    store::put_line(&mut tx, &cart.id, &l.product_code, l.quantity, &h.hold_id, h.expires_at_ms, self.clock.now_ms()).await?;
+                    store::put_line(&mut tx, &cart.id, &l.product_code, l.quantity, &h.hold_id, h.expires_at_ms, self.clock.now_ms())
+                        .await?;
                     tx.commit().await?;
                 }
                 _ => short.push((l.product_code.clone(), r.shortages.first().map_or(0, |s| s.available.max(0)))),
@@ -457,16 +463,14 @@ impl Shop {
 
     /// Renews the cart's holds and records the order, freezing the cart.
     async fn open_order(&self, user_id: &str, scope: &str, key: &str) -> Result<Result<OrderRow, CheckoutRefusal>, ShopError> {
-        let cart = store::ensure_cart(&self.db, user_id, self.clock.now_ms()).await?;
-        if cart.checkout_order_id.is_some() {
-            return Ok(Err(CheckoutRefusal::InProgress));
-        }
-        let cart_id = cart.id.clone();
-        self.with_lease(&cart_id, async || {
+        self.with_cart(user_id, async |cart: &CartRow| {
+            if cart.checkout_order_id.is_some() {
+                return Ok(Err(CheckoutRefusal::InProgress));
+            }
             if store::lines(&self.db, &cart.id).await?.is_empty() {
                 return Ok(Err(CheckoutRefusal::CartEmpty));
             }
-            let short = self.renew_holds(&cart, self.cfg.checkout_hold_ttl_secs).await?;
+            let short = self.renew_holds(cart, self.cfg.checkout_hold_ttl_secs).await?;
             if let Some((product_code, available)) = short.into_iter().next() {
                 return Ok(Err(CheckoutRefusal::OutOfStock { product_code, available }));
             }
@@ -544,7 +548,11 @@ impl Shop {
         let committed = self
             .inventory()
             .await?
-            .commit(request(inv::CommitRequest { hold_ids: hold_ids.clone(), owner: owner(&order.cart_id), reference: format!("order:{}", order.id) }))
+            .commit(request(inv::CommitRequest {
+                hold_ids: hold_ids.clone(),
+                owner: owner(&order.cart_id),
+                reference: format!("order:{}", order.id),
+            }))
             .await;
         let committed = match committed {
             Ok(c) => c.into_inner(),
@@ -691,7 +699,11 @@ impl Shop {
                 }
                 Err(e) => tracing::warn!(error = %e, "reading pending orders"),
             }
-            // Settled requests are kept a day for replays of their request id.
+            // A request still pending after a minute was cut off by a crash; settled requests
+            // are kept a day for replays of their request id.
+            if let Err(e) = store::expire_pending_requests(&self.db, now - 60_000, now).await {
+                tracing::warn!(error = %e, "settling interrupted cart requests");
+            }
             if let Err(e) = store::prune_requests(&self.db, now - 86_400_000).await {
                 tracing::warn!(error = %e, "pruning cart requests");
             }

@@ -33,7 +33,11 @@ impl ShopConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.cart_hold_ttl_secs >= 1, "shop.cart_hold_ttl_secs must be at least 1");
         anyhow::ensure!(self.checkout_hold_ttl_secs >= 30, "shop.checkout_hold_ttl_secs must be at least 30");
-        anyhow::ensure!(motorpool_platform::money::Currency::parse(&self.currency).is_ok(), "shop.currency: unknown currency {}", self.currency);
+        anyhow::ensure!(
+            motorpool_platform::money::Currency::parse(&self.currency).is_ok(),
+            "shop.currency: unknown currency {}",
+            self.currency
+        );
         anyhow::ensure!(self.demo_stock_per_part >= 0, "shop.demo_stock_per_part must not be negative");
         anyhow::ensure!(self.retry_interval_ms >= 10, "shop.retry_interval_ms must be at least 10");
         Ok(())

@@ -79,4 +79,3 @@ impl ServiceDef for ShopService {
         .boxed()
     }
 }
-

@@ -208,7 +208,9 @@ async fn serve_socket(s: AppState, user_id: String, socket: WebSocket) {
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             let _ = tx
-                .send(text(&json!({"type": "error", "code": "too_many_requests", "requestId": request_id, "detail": "wait for earlier replies"})))
+                .send(text(
+                    &json!({"type": "error", "code": "too_many_requests", "requestId": request_id, "detail": "wait for earlier replies"}),
+                ))
                 .await;
             continue;
         };
@@ -256,10 +258,9 @@ pub async fn update_product(
     let user_id = authenticate(&s, &headers, q.access_token.clone()).await?;
     let request_id = q.request_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let body = json!({"type": "set", "requestId": request_id, "productCode": q.product_code, "quantity": q.quantity}).to_string();
-    let (request_id, request) = parse(&body).map_err(|(_, detail)| Problem::validation(vec![motorpool_platform::problem::FieldError {
-        field: "query".into(),
-        message: detail,
-    }]))?;
+    let (request_id, request) = parse(&body).map_err(|(_, detail)| {
+        Problem::validation(vec![motorpool_platform::problem::FieldError { field: "query".into(), message: detail }])
+    })?;
     let ws = upgrade(ws)?;
     Ok(ws.max_message_size(MAX_MESSAGE).on_upgrade(move |mut socket| async move {
         let reply = run(&s.shop, &user_id, request_id, request, "reply").await;

@@ -102,7 +102,9 @@ pub fn rejection_problem(r: &Rejection) -> Problem {
 pub fn refusal_problem(r: &CheckoutRefusal) -> Problem {
     match r {
         CheckoutRefusal::CartEmpty => Problem::new(Code::CartEmpty),
-        CheckoutRefusal::InProgress => Problem::new(Code::IdempotencyInProgress).detail("a checkout of this cart is running").retry_after(1),
+        CheckoutRefusal::InProgress => {
+            Problem::new(Code::IdempotencyInProgress).detail("a checkout of this cart is running").retry_after(1)
+        }
         CheckoutRefusal::OutOfStock { product_code, available } => Problem::new(Code::OutOfStock)
             .detail(format!("{product_code}: only {available} available"))
             .with("productCode", product_code.clone())
@@ -315,7 +317,10 @@ pub struct SetItem {
 
 fn check_quantity(q: i64) -> Result<(), Problem> {
     if !(1..=MAX_LINE_QUANTITY).contains(&q) {
-        return Err(Problem::validation(vec![FieldError { field: "quantity".into(), message: format!("must be between 1 and {MAX_LINE_QUANTITY}") }]));
+        return Err(Problem::validation(vec![FieldError {
+            field: "quantity".into(),
+            message: format!("must be between 1 and {MAX_LINE_QUANTITY}"),
+        }]));
     }
     Ok(())
 }
@@ -349,7 +354,12 @@ async fn add_item(State(s): State<AppState>, caller: Caller, ApiJson(body): ApiJ
 /// Change a line's quantity; the hold follows.
 #[utoipa::path(patch, path = "/api/cart/items/{code}", tag = "shop", request_body = SetItem, security(("bearer" = [])),
     responses((status = 200, body = LineView), (status = 409, description = "out_of_stock"), (status = 404)))]
-async fn set_item(State(s): State<AppState>, caller: Caller, Path(code): Path<String>, ApiJson(body): ApiJson<SetItem>) -> ApiResult<Response> {
+async fn set_item(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+    ApiJson(body): ApiJson<SetItem>,
+) -> ApiResult<Response> {
     check_code(&code)?;
     check_quantity(body.quantity)?;
     let cart = store::ensure_cart(&s.shop.db, &caller.user_id, s.shop.clock.now_ms()).await?;

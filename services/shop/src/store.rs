@@ -131,21 +131,46 @@ pub async fn find_cart(db: &Db, user_id: &str) -> Result<Option<CartRow>, sqlx::
         .await
 }
 
-/// Takes the cart's change lease until `until` if nobody holds it.
-pub async fn try_lease_cart(db: &Db, cart_id: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query("UPDATE carts SET busy_until = $1 WHERE id = $2 AND busy_until <= $3")
-        .bind(until)
-        .bind(cart_id)
-        .bind(now)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+/// Takes the change lease of the user's cart until `until` if nobody holds it; the cart, or
+/// `None` when it is leased (or does not exist yet).
+pub async fn lease_cart(db: &Db, user_id: &str, now: i64, until: i64) -> Result<Option<CartRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE carts SET busy_until = $1 WHERE user_id = $2 AND busy_until <= $3 RETURNING id, user_id, checkout_order_id, updated_at",
+    )
+    .bind(until)
+    .bind(user_id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await
 }
 
-pub async fn end_lease(db: &Db, cart_id: &str, until: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE carts SET busy_until = 0 WHERE id = $1 AND busy_until = $2").bind(cart_id).bind(until).execute(db.pool()).await?;
+/// Gives the lease back and records the change time.
+pub async fn end_lease(db: &Db, cart_id: &str, until: i64, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE carts SET busy_until = 0, updated_at = $1 WHERE id = $2 AND busy_until = $3")
+        .bind(now)
+        .bind(cart_id)
+        .bind(until)
+        .execute(db.pool())
+        .await?;
     Ok(())
+}
+
+/// A product's columns followed by the cart line's quantity and hold id.
+type ProductWithLine = (String, String, String, String, i64, String, String, Option<i64>, Option<String>);
+
+/// A product with the cart's line of it, if any: (product, line quantity and hold id).
+pub async fn product_and_line(db: &Db, cart_id: &str, code: &str) -> Result<Option<(ProductRow, Option<(i64, String)>)>, sqlx::Error> {
+    let row: Option<ProductWithLine> = sqlx::query_as(
+        "SELECT p.code, p.name, p.description, p.category, p.price_minor, p.currency, p.models, l.quantity, l.hold_id \
+         FROM products p LEFT JOIN cart_lines l ON l.cart_id = $1 AND l.product_code = p.code WHERE p.code = $2",
+    )
+    .bind(cart_id)
+    .bind(code)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(code, name, description, category, price_minor, currency, models, q, hold)| {
+        (ProductRow { code, name, description, category, price_minor, currency, models }, q.zip(hold))
+    }))
 }
 
 async fn touch_cart(tx: &mut Tx, cart_id: &str, now: i64) -> Result<(), sqlx::Error> {
@@ -184,7 +209,7 @@ pub async fn line(db: &Db, cart_id: &str, code: &str) -> Result<Option<LineRow>,
 
 /// Creates or replaces a line with the hold behind it.
 pub async fn put_line(
-    tx: &mut Tx,
+    conn: &mut sqlx::AnyConnection,
     cart_id: &str,
     code: &str,
     quantity: i64,
@@ -203,19 +228,18 @@ pub async fn put_line(
     .bind(hold_id)
     .bind(expires_at)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
-    touch_cart(tx, cart_id, now).await
+    Ok(())
 }
 
 /// Deletes a line; its hold id when there was one.
-pub async fn delete_line(tx: &mut Tx, cart_id: &str, code: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+pub async fn delete_line(tx: &mut Tx, cart_id: &str, code: &str) -> Result<Option<String>, sqlx::Error> {
     let hold: Option<String> = sqlx::query_scalar("DELETE FROM cart_lines WHERE cart_id = $1 AND product_code = $2 RETURNING hold_id")
         .bind(cart_id)
         .bind(code)
         .fetch_optional(&mut **tx)
         .await?;
-    touch_cart(tx, cart_id, now).await?;
     Ok(hold)
 }
 
@@ -284,9 +308,9 @@ pub async fn pending_requests(db: &Db, cart_id: &str) -> Result<Vec<RequestRow>,
     .await
 }
 
-/// Settles a request in the transaction that applied (or refused) it.
+/// Settles a request.
 pub async fn resolve_request(
-    tx: &mut Tx,
+    db: &Db,
     cart_id: &str,
     request_id: &str,
     status: &str,
@@ -294,16 +318,29 @@ pub async fn resolve_request(
     available: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE cart_requests SET status = $1, reason = $2, available = $3, resolved_at = $4 WHERE cart_id = $5 AND request_id = $6")
-        .bind(status)
-        .bind(reason)
-        .bind(available)
-        .bind(now)
-        .bind(cart_id)
-        .bind(request_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE cart_requests SET status = $1, reason = $2, available = $3, resolved_at = $4 WHERE cart_id = $5 AND request_id = $6",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(available)
+    .bind(now)
+    .bind(cart_id)
+    .bind(request_id)
+    .execute(db.pool())
+    .await?;
     Ok(())
+}
+
+/// Settles requests left pending by a crash (their outcome is unknown: the client reads the
+/// cart).
+pub async fn expire_pending_requests(db: &Db, before: i64, now: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("UPDATE cart_requests SET status = 'rejected', reason = 'interrupted', resolved_at = $1 WHERE status = 'pending' AND created_at < $2")
+        .bind(now)
+        .bind(before)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
 }
 
 /// Forgets settled requests older than `before`, and pending ones abandoned by a crash.
@@ -418,7 +455,10 @@ pub async fn insert_order(tx: &mut Tx, o: &OrderRow, lines: &[OrderLineRow]) -> 
 }
 
 pub async fn find_order(db: &Db, id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))).bind(id).fetch_optional(db.pool()).await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
 }
 
 pub async fn order_by_key(db: &Db, scope: &str, key: &str) -> Result<Option<OrderRow>, sqlx::Error> {
@@ -441,24 +481,33 @@ pub async fn order_lines(db: &Db, order_id: &str) -> Result<Vec<OrderLineRow>, s
 /// The user's orders, newest first, after `cursor` (an order id).
 pub async fn list_orders(db: &Db, user_id: &str, cursor: Option<&str>, limit: i64) -> Result<Vec<OrderRow>, sqlx::Error> {
     match cursor {
-        Some(c) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        )))
-        .bind(user_id)
-        .bind(c)
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await,
-        None => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2")))
+        Some(c) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            )))
             .bind(user_id)
+            .bind(c)
             .bind(limit)
             .fetch_all(db.pool())
-            .await,
+            .await
+        }
+        None => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2")))
+                .bind(user_id)
+                .bind(limit)
+                .fetch_all(db.pool())
+                .await
+        }
     }
 }
 
 pub async fn set_charge(db: &Db, order_id: &str, charge_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE orders SET charge_id = $1, updated_at = $2 WHERE id = $3").bind(charge_id).bind(now).bind(order_id).execute(db.pool()).await?;
+    sqlx::query("UPDATE orders SET charge_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(charge_id)
+        .bind(now)
+        .bind(order_id)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 
