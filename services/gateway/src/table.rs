@@ -42,6 +42,7 @@ pub const RULES: &[Rule] = &[
     // The catalog is open to everyone; carts and orders need a signed-in user.
     Rule { prefix: "/api/shop/products", service: "shop", access: Access::Public },
     Rule { prefix: "/api/shop/models", service: "shop", access: Access::Public },
+    Rule { prefix: "/api/shop/categories", service: "shop", access: Access::Public },
     Rule { prefix: "/api/cart", service: "shop", access: Access::User },
     // Browsers cannot send an Authorization header when opening a WebSocket: these take the
     // token as `?access_token=` (or the header) and the shop verifies it itself.

@@ -470,7 +470,10 @@ impl Shop {
             if store::lines(&self.db, &cart.id).await?.is_empty() {
                 return Ok(Err(CheckoutRefusal::CartEmpty));
             }
-            let short = self.renew_holds(cart, self.cfg.checkout_hold_ttl_secs).await?;
+            // Long enough to charge and commit, and never shorter than a cart line's own, so a
+            // refused payment leaves the cart as held as it was.
+            let ttl = self.cfg.checkout_hold_ttl_secs.max(self.cfg.cart_hold_ttl_secs);
+            let short = self.renew_holds(cart, ttl).await?;
             if let Some((product_code, available)) = short.into_iter().next() {
                 return Ok(Err(CheckoutRefusal::OutOfStock { product_code, available }));
             }
