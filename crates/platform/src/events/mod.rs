@@ -262,7 +262,11 @@ pub async fn relay_batch(db: &Db, bus: &dyn Bus, metrics: &Metrics) -> Result<us
         for (seq, ..) in rows.iter().take(published) {
             q = q.bind(*seq);
         }
-        q.execute(db.pool()).await?;
+        // The mark is redone if a crash loses it (the bus drops the duplicate), so it need not
+        // wait for a disk flush.
+        let mut tx = db.begin_relaxed().await?;
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
         metrics.count("events_published_total", "Events published from the outbox.", &[], published as u64);
     }
     Ok(published)
