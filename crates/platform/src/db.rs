@@ -206,6 +206,7 @@ pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<()
 
 /// Drops a PostgreSQL database, ending its sessions first (used by test cleanup).
 pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    sqlx::any::install_default_drivers();
     let admin_url = format!("{}/postgres", server_url.trim_end_matches('/'));
     let mut conn = AnyConnectOptions::from_str(&admin_url)?.connect().await?;
     let quoted = name.replace('"', "\"\"");

@@ -90,6 +90,31 @@ impl Browser {
         panic!("never reached {path}");
     }
 
+    /// Logs in through the login page and waits to be sent on to `next`.
+    pub async fn log_in(&self, gw: &str, email: &str, next: &str) {
+        self.client.goto(&format!("{gw}/login.html?next={next}")).await.unwrap();
+        self.fill("login-email", email).await;
+        self.fill("login-password", PASSWORD).await;
+        self.click("login-submit").await;
+        self.wait_path(next).await;
+    }
+
+    /// Types a new quantity over a cart line's and leaves the field, so the page sends it.
+    async fn set_cart_quantity(&self, code: &str, quantity: u32) {
+        // Control+A selects the old quantity (a number input keeps the caret at its start),
+        // NULL releases Control, Tab leaves the field and fires `change`.
+        const SELECT_ALL: &str = "\u{E009}a\u{E000}";
+        const TAB: &str = "\u{E004}";
+        let id = format!("qty-{code}");
+        let el = self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&id)).await.unwrap();
+        el.send_keys(&format!("{SELECT_ALL}{quantity}{TAB}")).await.unwrap();
+    }
+
+    /// Whether element `id` is currently hidden.
+    async fn is_hidden(&self, id: &str) -> bool {
+        self.client.find(Locator::Id(id)).await.unwrap().attr("hidden").await.unwrap().is_some()
+    }
+
     pub async fn close(mut self) {
         let _ = self.client.close().await;
         let _ = self.driver.kill().await;
@@ -139,34 +164,7 @@ async fn browser_register_log_out_and_log_in_through_the_pages() {
     app.cleanup().await;
 }
 
-impl Browser {
-    /// Logs in through the login page and waits to be sent on to `next`.
-    pub async fn log_in(&self, gw: &str, email: &str, next: &str) {
-        self.client.goto(&format!("{gw}/login.html?next={next}")).await.unwrap();
-        self.fill("login-email", email).await;
-        self.fill("login-password", PASSWORD).await;
-        self.click("login-submit").await;
-        self.wait_path(next).await;
-    }
-
-    /// Types a new quantity over a cart line's and leaves the field, so the page sends it.
-    async fn set_cart_quantity(&self, code: &str, quantity: u32) {
-        // Control+A selects the old quantity (a number input keeps the caret at its start),
-        // NULL releases Control, Tab leaves the field and fires `change`.
-        const SELECT_ALL: &str = "\u{E009}a\u{E000}";
-        const TAB: &str = "\u{E004}";
-        let id = format!("qty-{code}");
-        let el = self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&id)).await.unwrap();
-        el.send_keys(&format!("{SELECT_ALL}{quantity}{TAB}")).await.unwrap();
-    }
-
-    /// Whether element `id` is currently hidden.
-    async fn is_hidden(&self, id: &str) -> bool {
-        self.client.find(Locator::Id(id)).await.unwrap().attr("hidden").await.unwrap().is_some()
-    }
-}
-
-/// `n` catalog products that fit some model, with distinct codes.
+/// The first `n` catalog products that fit at least one model.
 async fn catalog_products(app: &App, n: usize) -> Vec<Value> {
     let r = app.http.get(format!("{}/api/shop/products?limit=100", app.gw)).send().await.unwrap();
     assert_eq!(r.status(), 200, "catalog");
@@ -257,6 +255,7 @@ async fn browser_shop_search_add_to_cart_live_and_checkout() {
     let stock = app.stock(&admin, code).await;
     assert_eq!(stock["quantity"], 3, "{stock}");
     assert_eq!(stock["held"], 0, "{stock}");
+    app.assert_inventory_consistent(&admin).await;
     browser.close().await;
     app.cleanup().await;
 }
@@ -309,6 +308,7 @@ async fn browser_shop_rejects_out_of_stock_live_and_sends_to_the_wallet_when_fun
     // An empty wallet: checkout points to the wallet page; after a top-up it goes through.
     browser.click("checkout").await;
     browser.wait_text("checkout-message", "not enough money").await;
+    browser.wait_text("orders", "Failed").await;
     browser.click("checkout-wallet-link").await;
     browser.wait_path("/wallet.html").await;
     browser.fill("topup-amount", "500.00").await;
@@ -318,7 +318,9 @@ async fn browser_shop_rejects_out_of_stock_live_and_sends_to_the_wallet_when_fun
     browser.wait_text("cart-lines", last_name).await;
     browser.click("checkout").await;
     browser.wait_text("checkout-message", "Order placed").await;
-    browser.wait_text("orders", last_name).await;
+    browser.wait_text("orders", "Placed").await;
+    assert_eq!(app.stock(&admin, last_code).await["quantity"], 0, "the last unit was sold");
+    app.assert_inventory_consistent(&admin).await;
     browser.close().await;
     app.cleanup().await;
 }

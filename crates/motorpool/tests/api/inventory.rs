@@ -295,11 +295,17 @@ async fn expired_holds_stop_counting_at_once_even_before_the_sweeper_runs() {
     cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
     cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
     cfg.inventory.sweep_interval_ms = 3_600_000;
+    cfg.inventory.owner_cap_units = 5;
     let app = spawn_with(cfg).await;
     let admin = app.admin_token().await;
-    app.put_stock(&admin, "BELT-9", 5).await;
+    for sku in ["BELT-9", "CHAIN-2", "PULLEY-4"] {
+        app.put_stock(&admin, sku, 5).await;
+    }
     let mut client = grpc(&app).await;
     let early = owner("early");
+    let capped = owner("capped");
+    let r = hold(&mut client, &capped, vec![line("CHAIN-2", 5)], 1).await;
+    assert_eq!(r.outcome(), Outcome::Held, "{r:?}");
     let r = hold(&mut client, &early, vec![line("BELT-9", 5)], 1).await;
     assert_eq!(r.outcome(), Outcome::Held, "{r:?}");
     let h = &r.holds[0];
@@ -328,6 +334,12 @@ async fn expired_holds_stop_counting_at_once_even_before_the_sweeper_runs() {
     assert_eq!(r.outcome(), Outcome::Held, "{r:?}");
     assert_eq!(levels(&app, &admin, "BELT-9").await, (5, 5, 0));
     assert_eq!(app.metric("inventory", "inventory_holds_ended_total", "how=\"expired_on_demand\"").await, 1.0, "the hold made room itself");
+    // Nor does it count against its owner's cap.
+    let r = hold(&mut client, &capped, vec![line("PULLEY-4", 5)], 0).await;
+    assert_eq!(r.outcome(), Outcome::Held, "{r:?}");
+    assert_eq!(levels(&app, &admin, "CHAIN-2").await, (5, 0, 5));
+    assert_eq!(levels(&app, &admin, "PULLEY-4").await, (5, 5, 0));
+    assert_eq!(app.metric("inventory", "inventory_holds_ended_total", "how=\"expired_on_demand\"").await, 2.0);
     assert_eq!(app.metric("inventory", "inventory_holds_ended_total", "how=\"expired_by_sweeper\"").await, 0.0);
     app.assert_inventory_consistent(&admin).await;
     app.cleanup().await;

@@ -15,4 +15,5 @@ mod lifecycle;
 mod notifications;
 mod payments;
 mod processes;
+mod shop;
 mod tokens;
