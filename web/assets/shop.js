@@ -7,9 +7,10 @@
  * whole cart. Requests without an outcome are sent again after a reconnect: the server
  * answers a repeated requestId with its stored outcome, so nothing happens twice.
  *
- * Checkout sends a fresh Idempotency-Key per click; the button stays disabled while a
- * checkout is in flight, and a checked-out cart is empty, so a second click cannot pay
- * twice.
+ * Checkout sends a fresh Idempotency-Key per click, except after an answer that left the
+ * outcome open (network error, 5xx: the order may be pending): the next click then asks
+ * again with the same key and gets the first checkout's answer. The button stays disabled
+ * while a checkout is in flight, so a double click cannot pay twice.
  *
  * Untrusted text (catalog data, API messages) is only ever written with textContent.
  */
@@ -33,6 +34,13 @@
 
   const REQUEST_STATES = { pending: "Pending", confirmed: "Confirmed", rejected: "Rejected" };
   const ORDER_STATES = { placed: "Placed", pending: "Processing", failed: "Failed" };
+
+  const ORDER_FAILURES = {
+    insufficient_funds: "Not enough money in your wallet.",
+    payment_declined: "The payment was declined.",
+    out_of_stock: "A part ran out of stock.",
+    checkout_failed: "The parts could not be reserved; the payment was refunded.",
+  };
 
   const REASONS = {
     out_of_stock: "out of stock",
@@ -63,6 +71,7 @@
       outbox: [], // messages waiting for the socket
       ordersCursor: null,
       checkingOut: false,
+      checkoutKey: null, // kept only while a checkout's outcome is unknown
     };
 
     const loggedIn = () => auth.isLoggedIn();
@@ -288,7 +297,7 @@
       if (status !== "pending") {
         delete req.message;
         clearTimeout(req.retryTimer);
-        if (status === "confirmed" && req.productCode) refreshProduct(req.productCode);
+        if (req.productCode) refreshProduct(req.productCode);
       }
       // The live region speaks about the newest request only.
       const newest = [...state.requests.values()].pop();
@@ -499,12 +508,15 @@
       state.checkingOut = true;
       button.disabled = true;
       mp.clearMessage("checkout-message");
+      const key = state.checkoutKey || crypto.randomUUID();
+      state.checkoutKey = key;
       try {
         const order = await api("/api/cart/checkout", {
           method: "POST",
           body: {},
-          headers: { "Idempotency-Key": crypto.randomUUID() },
+          headers: { "Idempotency-Key": key },
         });
+        state.checkoutKey = null;
         const box = byId("checkout-message");
         if (order.status === "failed") {
           mp.showMessage(box, `Order ${order.id} failed${order.failure ? `: ${order.failure}` : "."}`, "error");
@@ -515,8 +527,14 @@
         }
         loadOrders(true, order.status === "pending" ? PENDING_ORDER_POLLS : 0);
       } catch (err) {
+        // A refusal is final: the next click is a new checkout. Otherwise it may have gone through.
+        const code = err.problem && err.problem.code;
+        const settled = err.status >= 400 && err.status < 500 && err.status !== 429 && code !== "idempotency_in_progress";
+        if (settled) state.checkoutKey = null;
         if (err.status === 401) { showSignedOut(); return; }
         checkoutProblem(err);
+        // A refused checkout is listed as a failed order; an open one as pending.
+        loadOrders(true, settled ? 0 : PENDING_ORDER_POLLS);
       } finally {
         state.checkingOut = false;
         try { renderCart(await api("/api/cart")); } catch { /* the socket will bring it */ }
@@ -540,7 +558,7 @@
           o.chargeId && o.status === "placed"
             ? el("a", { href: `/invoice.html?id=${encodeURIComponent(o.chargeId)}`, class: "invoice-link" }, "Invoice")
             : null),
-        o.failure ? el("div", { class: "hint" }, o.failure) : null,
+        o.failure ? el("div", { class: "hint" }, ORDER_FAILURES[o.failure] || o.failure) : null,
       );
     }
 
