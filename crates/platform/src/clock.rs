@@ -70,9 +70,12 @@ pub fn from_millis(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// RFC 3339 text of a database timestamp, the form every API puts on the wire.
+/// RFC 3339 text of a database timestamp, the form every API puts on the wire: UTC with
+/// exactly three fraction digits, so the texts sort as the instants do.
 pub fn rfc3339_ms(ms: i64) -> String {
-    from_millis(ms).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    from_millis(ms).format(FORMAT).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -86,6 +89,7 @@ mod tests {
         assert_eq!(clock.now(), datetime!(2026-01-01 00:00 UTC));
         clock.advance(std::time::Duration::from_secs(90));
         assert_eq!(clock.now(), datetime!(2026-01-01 00:01:30 UTC));
-        assert_eq!(rfc3339_ms(clock.now_ms()), "2026-01-01T00:01:30Z");
+        assert_eq!(rfc3339_ms(clock.now_ms()), "2026-01-01T00:01:30.000Z");
+        assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.500Z");
     }
 }

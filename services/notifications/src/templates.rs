@@ -192,6 +192,11 @@ mod tests {
                 json!({"refundId": "r", "chargeId": "c", "userId": "u", "amount": eur("5.00"), "reference": "ride-7"}),
             ),
             ("payments.authorization.voided.v1", json!({"chargeId": "c", "userId": "u", "amount": eur("40.00"), "reference": "rental-9"})),
+            (
+                "shop.order.placed.v1",
+                json!({"orderId": "o-1", "userId": "u", "total": eur("59.90"), "lines": [{"productCode": "BPF-VWGOLF", "quantity": 1}]}),
+            ),
+            ("shop.order.failed.v1", json!({"orderId": "o-2", "userId": "u", "reason": "insufficient_funds"})),
         ];
         assert_eq!(samples.len(), KNOWN.len());
         for (kind, data) in samples {
