@@ -11,13 +11,13 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
-use motorpool_notifications::NotificationsConfig;
 use motorpool_inventory::InventoryConfig;
+use motorpool_notifications::NotificationsConfig;
 use motorpool_payments::PaymentsConfig;
-use motorpool_shop::ShopConfig;
 use motorpool_platform::config::{
     CacheConfig, DiscoveryConfig, EventsConfig, HttpConfig, InfraConfig, LogConfig, StorageConfig, mask_url_password,
 };
+use motorpool_shop::ShopConfig;
 use serde::{Deserialize, Serialize};
 
 /// Every service the binary can run, in start order.

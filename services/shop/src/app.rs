@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use motorpool_platform::clock::Clock;
 use motorpool_platform::db::Db;
 use motorpool_platform::events::Outbox;
@@ -642,7 +643,8 @@ impl Shop {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.releases.notified() => {}
+                // Removals right behind this one join its batch.
+                () = self.releases.notified() => tokio::time::sleep(Duration::from_millis(2)).await,
                 () = tokio::time::sleep(period) => {}
             }
         }
@@ -654,20 +656,39 @@ impl Shop {
             if due.is_empty() {
                 return Ok(());
             }
-            let mut client = self.inventory().await?;
-            for (hold_id, owner, attempts) in &due {
-                match client.release(request(inv::ReleaseRequest { hold_ids: vec![hold_id.clone()], owner: owner.clone() })).await {
-                    Ok(_) => store::release_done(&self.db, hold_id).await?,
+            let client = self.inventory().await?;
+            // Up to 16 releases in flight: inventory takes each in one statement.
+            let outcomes: Vec<(String, i64, Result<(), tonic::Status>)> = futures::stream::iter(due.iter().cloned())
+                .map(|(hold_id, owner, attempts)| {
+                    let mut client = client.clone();
+                    async move {
+                        let r = client.release(request(inv::ReleaseRequest { hold_ids: vec![hold_id.clone()], owner })).await.map(|_| ());
+                        (hold_id, attempts, r)
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut done = Vec::with_capacity(due.len());
+            let mut failed = None;
+            for (hold_id, attempts, r) in outcomes {
+                match r {
+                    Ok(()) => done.push(hold_id),
                     Err(s) if s.code() == Grpc::InvalidArgument => {
                         tracing::warn!(hold_id, error = s.message(), "inventory refused a release; dropped");
-                        store::release_done(&self.db, hold_id).await?;
+                        done.push(hold_id);
                     }
                     Err(s) => {
-                        let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
-                        store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
-                        return Err(peer_error("inventory", &s));
+                        let backoff = (self.cfg.retry_interval_ms as i64) << attempts.clamp(0, 6);
+                        store::release_later(&self.db, &hold_id, self.clock.now_ms() + backoff).await?;
+                        failed = Some(peer_error("inventory", &s));
                     }
                 }
+            }
+            // One statement forgets the whole batch.
+            store::releases_done(&self.db, &done).await?;
+            if let Some(e) = failed {
+                return Err(e);
             }
             if due.len() < 100 {
                 return Ok(());

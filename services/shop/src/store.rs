@@ -368,8 +368,17 @@ pub async fn due_releases(db: &Db, now: i64, limit: i64) -> Result<Vec<(String, 
         .await
 }
 
-pub async fn release_done(db: &Db, hold_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM hold_releases WHERE hold_id = $1").bind(hold_id).execute(db.pool()).await?;
+/// Forgets releases inventory has done.
+pub async fn releases_done(db: &Db, hold_ids: &[String]) -> Result<(), sqlx::Error> {
+    if hold_ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (1..=hold_ids.len()).map(|i| format!("${i}")).collect();
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM hold_releases WHERE hold_id IN ({})", placeholders.join(", "))));
+    for id in hold_ids {
+        q = q.bind(id);
+    }
+    q.execute(db.pool()).await?;
     Ok(())
 }
 

@@ -215,7 +215,8 @@ pub async fn relay(db: Db, bus: Arc<dyn Bus>, outbox: Outbox, interval: Duration
     let mut backoff = interval;
     loop {
         match relay_batch(&db, bus.as_ref(), &metrics).await {
-            Ok(n) if n > 0 => {
+            // A full batch: more are waiting.
+            Ok(n) if n >= RELAY_BATCH => {
                 backoff = interval;
                 continue;
             }
@@ -227,11 +228,20 @@ pub async fn relay(db: Db, bus: Arc<dyn Bus>, outbox: Outbox, interval: Duration
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = outbox.wake.notified() => {}
+            _ = outbox.wake.notified() => {
+                // Let the commits arriving right behind this one join its batch: under load
+                // one round of queries and one flush then carries many events, not one.
+                tokio::time::sleep(RELAY_LINGER).await;
+            }
             _ = tokio::time::sleep(backoff) => {}
         }
     }
 }
+
+/// Most rows one relay round publishes.
+const RELAY_BATCH: usize = 256;
+/// How long the relay waits after a wake-up before it reads the outbox.
+const RELAY_LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -246,7 +256,8 @@ pub enum RelayError {
 /// still unpublished and goes out with the next batch.
 pub async fn relay_batch(db: &Db, bus: &dyn Bus, metrics: &Metrics) -> Result<usize, RelayError> {
     let rows: Vec<(i64, String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 256")
+        sqlx::query_as("SELECT seq, id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1")
+            .bind(RELAY_BATCH as i64)
             .fetch_all(db.pool())
             .await?;
     if rows.is_empty() {
