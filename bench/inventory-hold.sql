@@ -46,9 +46,9 @@ SELECT quantity, held FROM s;
 WITH d AS (
   DELETE FROM holds WHERE id = 'pg-' || :client_id::text || '-' || :r::text AND owner = 'pg-cart-' || :client_id::text RETURNING sku, quantity),
 s AS (
-  UPDATE stock SET held = stock.held - d.quantity, updated_at = :now::bigint FROM d WHERE stock.sku = d.sku),
+  UPDATE stock SET held = stock.held - d.quantity, updated_at = :now::bigint FROM d WHERE stock.sku = d.sku RETURNING d.quantity),
 o AS (
-  UPDATE owner_holds SET held = owner_holds.held - d.quantity FROM d WHERE owner_holds.owner = 'pg-cart-' || :client_id::text),
+  UPDATE owner_holds SET held = owner_holds.held - s.quantity FROM s WHERE owner_holds.owner = 'pg-cart-' || :client_id::text),
 e AS (
   INSERT INTO outbox (id, subject, payload, created_at)
   SELECT gen_random_uuid()::text, 'bench.inventory.hold.released.v1',

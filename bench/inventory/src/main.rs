@@ -4,12 +4,15 @@
 //! (`POST /api/cart/items`, then `DELETE /api/cart/items/{code}`; the shop takes the hold and
 //! releases it later through its queue). One op is one hold plus its release.
 //!
-//! Every SKU is stocked far above what the run can hold, so no hold should be refused; the
-//! point is throughput on one hot SKU (every client queues on one stock row) and on many.
+//! Every SKU is stocked far above what the run can hold, so no hold should be refused for want
+//! of stock (refusals are counted by reason); the point is throughput on one hot SKU (every
+//! client queues on one stock row) and on many. Ops of the first seconds are not counted.
 //! Afterwards it waits until no unit is held any more, checks through `Availability` that no
 //! SKU is oversold and none lost or gained units, and asks the admin consistency check whether
 //! the held counters still equal the holds behind them. Prints one JSON line.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,8 +45,12 @@ struct Args {
     mode: Mode,
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Measured seconds.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Seconds of unmeasured ops first.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
     /// SKUs the clients spread their holds over (1: one hot SKU). gRPC uses `BENCH-0001`…;
     /// the gateway mode the first ones of the shop's catalog, as many as it has.
     #[arg(long, default_value_t = 1)]
@@ -165,23 +172,22 @@ enum Shopper {
 }
 
 impl Shopper {
-    /// Holds one unit of `sku`: the hold id (empty through the gateway), or `None` if refused.
-    async fn hold(&mut self, sku: &str) -> anyhow::Result<Option<String>> {
+    /// Holds one unit of `sku`: the hold id (empty through the gateway), or why it was refused.
+    async fn hold(&mut self, sku: &str) -> anyhow::Result<Result<String, String>> {
         match self {
             Shopper::Grpc { rpc, owner } => {
                 let req = HoldRequest { owner: owner.clone(), lines: vec![Line { sku: sku.to_owned(), quantity: 1 }], ttl_seconds: 0 };
                 let reply = rpc.hold(req).await?.into_inner();
-                if reply.outcome == Outcome::Held as i32 {
-                    Ok(reply.holds.into_iter().next().map(|h| h.hold_id))
-                } else {
-                    Ok(None)
+                match (reply.outcome(), reply.holds.into_iter().next()) {
+                    (Outcome::Held, Some(hold)) => Ok(Ok(hold.hold_id)),
+                    (outcome, _) => Ok(Err(outcome.as_str_name().to_owned())),
                 }
             }
             Shopper::Gateway { http, gw, token } => {
                 let body = json!({"productCode": sku, "quantity": 1});
                 match call(http, "POST", &format!("{gw}/api/cart/items"), Some(token), Some(&body)).await? {
-                    (201, _) => Ok(Some(String::new())),
-                    (409, _) => Ok(None),
+                    (201, _) => Ok(Ok(String::new())),
+                    (409, problem) => Ok(Err(problem["code"].as_str().unwrap_or("conflict").to_owned())),
                     (s, b) => anyhow::bail!("add to cart: {s} {b}"),
                 }
             }
@@ -212,7 +218,8 @@ struct Tally {
     ops: Vec<u64>,
     holds: Vec<u64>,
     releases: Vec<u64>,
-    refused: u64,
+    /// Refused holds by reason (inventory's outcome, or the shop's problem code).
+    refused: BTreeMap<String, u64>,
     release_missed: u64,
     errors: u64,
     first_error: Option<String>,
@@ -228,7 +235,9 @@ impl Tally {
         self.ops.extend(other.ops);
         self.holds.extend(other.holds);
         self.releases.extend(other.releases);
-        self.refused += other.refused;
+        for (reason, n) in other.refused {
+            *self.refused.entry(reason).or_default() += n;
+        }
         self.release_missed += other.release_missed;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -241,13 +250,17 @@ fn micros(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-async fn run_client(mut shopper: Shopper, skus: std::sync::Arc<Vec<String>>, deadline: Instant) -> Tally {
+/// Runs ops until `deadline`; only those started after `measure_from` are counted (before it,
+/// connections, pools and prepared statements warm up).
+async fn run_client(mut shopper: Shopper, skus: Arc<Vec<String>>, measure_from: Instant, deadline: Instant) -> Tally {
     let mut tally = Tally::default();
+    let mut warm_up = Tally::default();
     while Instant::now() < deadline {
         let sku = &skus[rand::random_range(0..skus.len())];
         let started = Instant::now();
+        let tally = if started < measure_from { &mut warm_up } else { &mut tally };
         match shopper.hold(sku).await {
-            Ok(Some(hold_id)) => {
+            Ok(Ok(hold_id)) => {
                 let held = Instant::now();
                 tally.holds.push(micros(held - started));
                 match shopper.release(sku, hold_id).await {
@@ -259,7 +272,7 @@ async fn run_client(mut shopper: Shopper, skus: std::sync::Arc<Vec<String>>, dea
                     Err(e) => tally.error(e),
                 }
             }
-            Ok(None) => tally.refused += 1,
+            Ok(Err(reason)) => *tally.refused.entry(reason).or_default() += 1,
             Err(e) => tally.error(e),
         }
     }
@@ -276,13 +289,17 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// Waits (up to `drain`) until no unit of `skus` is held, then reports the stock levels.
 async fn settle(rpc: &mut InventoryClient<Channel>, skus: &[String], stock: i64, drain: Duration) -> anyhow::Result<Value> {
     let started = Instant::now();
+    let mut held_at_end = None;
     loop {
         let levels = levels(rpc, skus).await?;
         let held: i64 = levels.iter().map(|l| l.held).sum();
+        // Units still held when the clients stopped: releases the shop had queued, not sent.
+        let held_at_end = *held_at_end.get_or_insert(held);
         if held == 0 || started.elapsed() >= drain {
             return Ok(json!({
                 "drained": held == 0,
                 "drain_ms": started.elapsed().as_millis() as u64,
+                "held_at_end": held_at_end,
                 "held_after": held,
                 "oversold_skus": levels.iter().filter(|l| l.available < 0 || l.held > l.quantity).count(),
                 "min_available": levels.iter().map(|l| l.available).min(),
@@ -321,23 +338,26 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let skus = std::sync::Arc::new(skus);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration_secs);
+    let skus = Arc::new(skus);
+    let measure_from = Instant::now() + Duration::from_secs(args.warmup_secs);
+    let deadline = measure_from + Duration::from_secs(args.duration_secs);
     let mut tasks = JoinSet::new();
     for shopper in shoppers {
-        tasks.spawn(run_client(shopper, skus.clone(), deadline));
+        tasks.spawn(run_client(shopper, skus.clone(), measure_from, deadline));
     }
     let mut tally = Tally::default();
     while let Some(t) = tasks.join_next().await {
         tally.merge(t?);
     }
-    let elapsed = started.elapsed().as_secs_f64().max(args.duration_secs as f64);
+    let elapsed = measure_from.elapsed().as_secs_f64().max(args.duration_secs as f64);
     tally.ops.sort_unstable();
     tally.holds.sort_unstable();
     tally.releases.sort_unstable();
 
     let stock = settle(&mut admin_rpc, &skus, args.stock, Duration::from_secs(args.drain_secs)).await?;
+    // An op is only over when its hold is gone: through the gateway that is after the drain.
+    let drain_ms = if stock["held_at_end"].as_i64() == Some(0) { 0 } else { stock["drain_ms"].as_u64().unwrap_or(0) };
+    let drained_secs = elapsed + drain_ms as f64 / 1000.0;
     let admin = login(&http, &gw, &args.admin_email, &args.admin_password).await?;
     let (s, check) = call(&http, "GET", &format!("{gw}/api/inventory/check"), Some(&admin), None).await?;
     anyhow::ensure!(s == 200, "inventory check: {s} {check}");
@@ -349,11 +369,16 @@ async fn main() -> anyhow::Result<()> {
     let out = json!({
         "mode": mode,
         "clients": args.clients,
+        "seconds": args.duration_secs,
+        "warmup_seconds": args.warmup_secs,
         "skus": skus.len(),
         "ops": tally.ops.len(),
         "ops_per_sec": tally.ops.len() as f64 / elapsed,
+        "ops_per_sec_with_drain": tally.ops.len() as f64 / drained_secs,
         "p50_us": percentile(&tally.ops, 0.50),
+        "p90_us": percentile(&tally.ops, 0.90),
         "p99_us": percentile(&tally.ops, 0.99),
+        "max_us": tally.ops.last().copied().unwrap_or(0),
         "hold_p50_us": percentile(&tally.holds, 0.50),
         "hold_p99_us": percentile(&tally.holds, 0.99),
         "release_p50_us": percentile(&tally.releases, 0.50),

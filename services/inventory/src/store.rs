@@ -124,15 +124,18 @@ pub async fn hold_one_statement(
 
 /// PostgreSQL's one-statement release of one hold: deletes it, gives its units back to the
 /// SKU and the owner, and inserts the event (its SKU and quantity filled in from the deleted
-/// row). False when there was no such hold of that owner.
+/// row). False when there was no such hold of that owner. The owner's update reads the
+/// stock update's row, so the stock row is locked before the owner row, as everywhere else:
+/// PostgreSQL promises no order between sub-statements (it ran `o` before `s`), and a hold and
+/// a release of one owner on one SKU then deadlocked.
 pub async fn release_one_statement(db: &Db, id: &str, owner: &str, now: i64, released: &OutboxRow) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar(
         "WITH d AS ( \
            DELETE FROM holds WHERE id = $1 AND owner = $2 RETURNING sku, quantity), \
          s AS ( \
-           UPDATE stock SET held = stock.held - d.quantity, updated_at = $3 FROM d WHERE stock.sku = d.sku), \
+           UPDATE stock SET held = stock.held - d.quantity, updated_at = $3 FROM d WHERE stock.sku = d.sku RETURNING d.quantity), \
          o AS ( \
-           UPDATE owner_holds SET held = owner_holds.held - d.quantity FROM d WHERE owner_holds.owner = $2), \
+           UPDATE owner_holds SET held = owner_holds.held - s.quantity FROM s WHERE owner_holds.owner = $2), \
          e AS ( \
            INSERT INTO outbox (id, subject, payload, created_at) \
            SELECT $4, $5, convert_to(jsonb_set(jsonb_set(convert_from($6, 'UTF8')::jsonb, \
