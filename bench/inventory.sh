@@ -6,10 +6,12 @@
 #   bench/inventory.sh            # 32 clients, 10 s per phase (after 2 s unmeasured)
 #   CLIENTS=16 SECS=20 WARMUP=5 bench/inventory.sh
 #
-# Phases, each on one hot SKU and on 1,000 SKUs: gRPC straight to inventory (Hold, Release);
-# through the gateway as shoppers (add to cart, remove from cart; the shop holds and releases);
-# pgbench. After every service phase: wait for all holds to be gone, check no SKU is oversold
-# and the admin consistency check passes.
+# Phases, each on one hot SKU and on many (MANY, 1,000): gRPC straight to inventory (Hold,
+# Release); through the gateway as shoppers (add to cart, remove from cart; the shop holds and
+# releases; "many" is as many of the shop's catalog parts as it has, up to MANY); pgbench on
+# every SKU count used. After every service phase: wait for all holds to be gone, check that no
+# SKU is oversold or changed and that the admin consistency check passes. Results: one JSON
+# file under bench/results/ and a summary on stdout.
 #
 # Needs PostgreSQL (trust auth on 127.0.0.1:5432), NATS (4222) and Redis (6379) running, and
 # pgbench (Debian: postgresql-contrib / postgresql-client). Loopback only, bounded in time.
@@ -70,14 +72,21 @@ done
 curl -fs "http://$GW/ready" >/dev/null || { tail -20 "$WORK/motorpool.log" >&2; exit 1; }
 curl -fs "http://$INV/ready" >/dev/null
 
-# Every phase starts from the same footing: dead rows of the previous one vacuumed, no
+# Every phase starts from the same footing: this run's databases vacuumed and analysed, no
 # checkpoint pending. (Retried: other users of the server may hold every connection a moment.)
 settle_db() {
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    psql "$PG/${RUN}_inventory" -qc "vacuum analyze" 2>/dev/null && psql "$PG/postgres" -qc "checkpoint" 2>/dev/null && return
+    vacuum_all && psql "$PG/postgres" -qc "checkpoint" 2>/dev/null && return
     sleep 1
   done
   echo "could not vacuum and checkpoint before a phase" >&2
+}
+vacuum_all() {
+  local dbs db
+  dbs=$(psql "$PG/postgres" -Atc "select datname from pg_database where datname like '${RUN}\_%'" 2>/dev/null) || return 1
+  for db in $dbs; do
+    psql "$PG/$db" -qc "vacuum analyze" 2>/dev/null || return 1
+  done
 }
 
 # What else used the machine while a phase ran: wall time x cores, minus idle (and iowait)
@@ -115,23 +124,35 @@ print(sys.argv[1], time.monotonic(), int(cpu[4]) + int(cpu[5]), own)
 PY
 }
 
+bench() {
+  "$BIN/motorpool-inventory-bench" --gateway "http://$GW" --inventory "http://$INV" \
+    --admin-email bench-admin@motorpool.local --admin-password bench-admin-password "$@"
+}
 run() {
+  bench --mode "$1" --skus "$2" --setup-only >/dev/null
   settle_db
   others "$1_$2_start"
-  "$BIN/motorpool-inventory-bench" --gateway "http://$GW" --inventory "http://$INV" --mode "$1" --skus "$2" \
-    --clients "$CLIENTS" --duration-secs "$SECS" --warmup-secs "$WARMUP" \
-    --admin-email bench-admin@motorpool.local --admin-password bench-admin-password
+  bench --mode "$1" --skus "$2" --clients "$CLIENTS" --duration-secs "$SECS" --warmup-secs "$WARMUP"
   others "$1_$2_end"
 }
-GRPC_1=$(run grpc 1)
-GRPC_MANY=$(run grpc "$MANY")
 # The gateway phases need the shop's cart; wait for its catalog to be served.
-GW_1=null GW_MANY=null GW_SKUS=
 for _ in $(seq 1 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$GW/api/shop/products?limit=1")" = 200 ] && break
   sleep 0.1
 done
-if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$GW/api/shop/products?limit=1")" = 200 ]; then
+SHOP=0
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://$GW/api/shop/products?limit=1")" = 200 ] && SHOP=1
+# Every SKU of every phase is in stock before the first one, so that every phase, pgbench's
+# included, works on the same table: a hot row shares its page with others (its updates are
+# then not always HOT), and the planner's statistics count every SKU (with those of an
+# emptier table it plans scans of the whole stock table per hold).
+bench --mode grpc --skus "$MANY" --setup-only >/dev/null
+[ "$SHOP" = 1 ] && bench --mode gateway --skus "$MANY" --setup-only >/dev/null
+
+GRPC_1=$(run grpc 1)
+GRPC_MANY=$(run grpc "$MANY")
+GW_1=null GW_MANY=null GW_SKUS=
+if [ "$SHOP" = 1 ]; then
   # A failing gateway phase is reported (its error is on stderr) without losing the others.
   GW_1=$(run gateway 1) || { echo "gateway phase, 1 SKU: failed" >&2; GW_1=null; }
   GW_MANY=$(run gateway "$MANY") || { echo "gateway phase, $MANY SKUs: failed" >&2; GW_MANY=null; }
@@ -142,8 +163,8 @@ else
 fi
 kill "$MP_PID"; wait "$MP_PID" 2>/dev/null || true; MP_PID=
 
-# The database's ceiling: the same two statements, 32 clients, on the BENCH-xxxx SKUs the
-# gRPC phases created (all stocked with 1,000,000 units and nothing held).
+# The database's ceiling: the same two statements, 32 clients, on the BENCH-xxxx SKUs stocked
+# before the first phase (1,000,000 units each, nothing held).
 CREATED='{"id":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c11","type":"inventory.hold.created.v1","source":"inventory","time":"2026-11-23T21:03:00.123Z","subject":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c10","data":{"holdId":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c10","owner":"cart:bench-0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c0f","sku":"BENCH-0001","quantity":1,"expiresAt":"2026-11-23T21:18:00.123Z"}}'
 LOW='{"id":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c12","type":"inventory.stock.low.v1","source":"inventory","time":"2026-11-23T21:03:00.123Z","subject":"BENCH-0001","data":{"sku":"BENCH-0001","quantity":0,"held":0,"available":0,"threshold":5}}'
 RELEASED='{"id":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c13","type":"inventory.hold.released.v1","source":"inventory","time":"2026-11-23T21:03:00.223Z","subject":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c10","data":{"holdId":"0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c10","owner":"cart:bench-0199f0b2-3c7e-7a01-9c3e-5d2f1a0b7c0f","sku":"","quantity":0}}'
@@ -215,7 +236,7 @@ for name, r in phases.items():
     print(f"{r['mode']}, {r['skus']} SKUs: {r['ops_per_sec']:.0f} ops/s answered, {rate:.0f} ops/s with the releases drained "
           f"= {ratio:.0%} of pgbench (target {target:.0%}: {'met' if ratio >= target else 'MISSED'}); "
           f"op p50 {ms(r['p50_us'])} / p99 {ms(r['p99_us'])} ms, hold p50 {ms(r['hold_p50_us'])} / p99 {ms(r['hold_p99_us'])} ms; "
-          f"refused {sum(r['refused'].values())} {r['refused'] or ''}, errors {r['errors']}, oversold SKUs {st['oversold_skus']}, quantity changed {st['quantity_changed_skus']}, "
+          f"refused {sum(r['refused'].values())}{' ' + str(r['refused']) if r['refused'] else ''}, errors {r['errors']}, oversold SKUs {st['oversold_skus']}, quantity changed {st['quantity_changed_skus']}, "
           f"held at end {st['held_at_end']} -> {st['held_after']} after {st['drain_ms']} ms, consistent {r['consistent']} {busy(name)}")
 json.dump(res, open(out, "w"), indent=2)
 print(f"written to {out}")

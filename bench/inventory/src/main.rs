@@ -58,6 +58,10 @@ struct Args {
     /// Units every SKU is stocked with before the run.
     #[arg(long, default_value_t = 1_000_000)]
     stock: i64,
+    /// Only stock the SKUs and exit (so the caller can refresh the planner's statistics with
+    /// the SKUs in place before the measured run).
+    #[arg(long)]
+    setup_only: bool,
     /// How long to wait after the run for every hold to be gone (the shop releases later).
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
@@ -326,6 +330,10 @@ async fn main() -> anyhow::Result<()> {
         Mode::Gateway => catalog_codes(&http, &gw, args.skus).await?,
     };
     stock_up(&admin_rpc, &skus, args.stock).await?;
+    if args.setup_only {
+        println!("{}", json!({"skus": skus.len()}));
+        return Ok(());
+    }
 
     let mut shoppers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
