@@ -97,6 +97,16 @@ pub struct Inventory {
 /// failure.
 const ATTEMPTS: usize = 4;
 
+fn created(h: &HoldRow) -> events::HoldCreated {
+    events::HoldCreated {
+        hold_id: h.id.clone(),
+        owner: h.owner.clone(),
+        sku: h.sku.clone(),
+        quantity: h.quantity,
+        expires_at: rfc3339_ms(h.expires_at),
+    }
+}
+
 fn crossed_low(before_available: i64, after: Counters, threshold: i64) -> bool {
     let after_available = after.quantity - after.held;
     after_available < threshold && before_available >= threshold
@@ -202,14 +212,7 @@ impl Inventory {
             created_at: now,
             expires_at: now + ttl,
         };
-        let created = events::HoldCreated {
-            hold_id: hold.id.clone(),
-            owner: hold.owner.clone(),
-            sku: hold.sku.clone(),
-            quantity: hold.quantity,
-            expires_at: rfc3339_ms(hold.expires_at),
-        };
-        let (_, created_row) = self.outbox.prepare(events::HOLD_CREATED, &hold.id, &created)?;
+        let (_, created_row) = self.outbox.prepare(events::HOLD_CREATED, &hold.id, &created(&hold))?;
         let (_, low_row) = self.outbox.prepare(
             events::STOCK_LOW,
             &hold.sku,
@@ -243,32 +246,28 @@ impl Inventory {
         let mut unknown = false;
         let mut taken: Vec<(&Line, Counters)> = Vec::with_capacity(lines.len());
         for line in lines {
-            if !shortages.is_empty() {
-                // Already refused: only report what else is short.
-                match store::counters(&mut tx, &line.sku).await? {
-                    Some(c) if c.quantity - c.held >= line.quantity => {}
-                    Some(c) => shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available: c.quantity - c.held }),
-                    None => {
-                        unknown = true;
-                        shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available: 0 });
-                    }
+            // Once one line is refused nothing more is taken; the rest is only checked, so the
+            // answer lists every short line.
+            let mut got = None;
+            if shortages.is_empty() {
+                got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
+                if got.is_none() && self.expire_sku(&mut tx, &line.sku, now).await? > 0 {
+                    got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
                 }
+            }
+            if let Some(c) = got {
+                taken.push((line, c));
                 continue;
             }
-            let mut got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
-            if got.is_none() && self.expire_sku(&mut tx, &line.sku, now).await? > 0 {
-                got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
-            }
-            match got {
-                Some(c) => taken.push((line, c)),
-                None => match store::counters(&mut tx, &line.sku).await? {
-                    Some(c) => shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available: c.quantity - c.held }),
-                    None => {
-                        unknown = true;
-                        shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available: 0 });
-                    }
-                },
-            }
+            let available = match store::counters(&mut tx, &line.sku).await? {
+                Some(c) if c.quantity - c.held >= line.quantity => continue,
+                Some(c) => c.quantity - c.held,
+                None => {
+                    unknown = true;
+                    0
+                }
+            };
+            shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available });
         }
         if !shortages.is_empty() {
             tx.rollback().await?;
@@ -296,14 +295,7 @@ impl Inventory {
                 expires_at: now + ttl,
             };
             store::insert_hold(&mut tx, &hold).await?;
-            let data = events::HoldCreated {
-                hold_id: hold.id.clone(),
-                owner: hold.owner.clone(),
-                sku: hold.sku.clone(),
-                quantity: hold.quantity,
-                expires_at: rfc3339_ms(hold.expires_at),
-            };
-            self.outbox.add(&mut tx, events::HOLD_CREATED, &hold.id, &data).await?;
+            self.outbox.add(&mut tx, events::HOLD_CREATED, &hold.id, &created(&hold)).await?;
             if crossed_low(after.quantity - after.held + line.quantity, after, self.cfg.low_stock_threshold) {
                 self.add_low_event(&mut tx, &line.sku, after).await?;
             }

@@ -335,17 +335,18 @@ pub async fn insert_sale(tx: &mut Tx, s: &SaleRow) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// A stock row's held units minus those of its expired holds (`$1` is now), for reads: what
+/// clients see as held.
+const LIVE_HELD: &str =
+    "s.held - CAST(COALESCE((SELECT SUM(h.quantity) FROM holds h WHERE h.sku = s.sku AND h.expires_at <= $1), 0) AS BIGINT)";
+
 /// Stock levels of `skus` as of `now` (expired holds not counted), in one snapshot.
 pub async fn levels(db: &Db, skus: &[String], now: i64) -> Result<Vec<(String, Level)>, sqlx::Error> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }
     let placeholders: Vec<String> = (0..skus.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!(
-        "SELECT s.sku, s.quantity, s.held - CAST(COALESCE((SELECT SUM(h.quantity) FROM holds h WHERE h.sku = s.sku AND h.expires_at <= $1), 0) AS BIGINT) \
-         FROM stock s WHERE s.sku IN ({})",
-        placeholders.join(", ")
-    );
+    let sql = format!("SELECT s.sku, s.quantity, {LIVE_HELD} FROM stock s WHERE s.sku IN ({})", placeholders.join(", "));
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
     for sku in skus {
         q = q.bind(sku);
@@ -356,10 +357,9 @@ pub async fn levels(db: &Db, skus: &[String], now: i64) -> Result<Vec<(String, L
 
 /// A page of stock levels ordered by SKU, after `cursor`.
 pub async fn list_levels(db: &Db, cursor: Option<&str>, limit: i64, now: i64) -> Result<Vec<(String, Level)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT s.sku, s.quantity, s.held - CAST(COALESCE((SELECT SUM(h.quantity) FROM holds h WHERE h.sku = s.sku AND h.expires_at <= $1), 0) AS BIGINT) \
-         FROM stock s WHERE s.sku > $2 ORDER BY s.sku LIMIT $3",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.sku, s.quantity, {LIVE_HELD} FROM stock s WHERE s.sku > $2 ORDER BY s.sku LIMIT $3"
+    )))
     .bind(now)
     .bind(cursor.unwrap_or(""))
     .bind(limit)
