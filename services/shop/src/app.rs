@@ -4,8 +4,10 @@
 //!
 //! A cart change asks inventory first and writes the cart after, so changes to one cart are
 //! serialised by a short lease on the cart row (it works across replicas; a crashed holder's
-//! lease runs out). Removing a line never waits on inventory: the release is queued in the
-//! same transaction and sent by a background task.
+//! lease runs out). Two changes skip the lease: adding a product the cart does not have yet
+//! writes its line only if the cart is still idle and still lacks it (or gives the fresh hold
+//! back and takes the leased path), and removing a line is one write that queues the hold's
+//! release in the same statement, so it never waits on inventory; a background task sends it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +155,9 @@ pub struct Shop {
 
 /// How long one cart change may hold the cart's lease.
 const LEASE_MS: i64 = 15_000;
+/// How long a change waits for another change's lease at most, and how often it looks.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+const LEASE_POLL: Duration = Duration::from_millis(10);
 /// A pending order untouched this long is re-driven by the background task.
 const STALE_ORDER_MS: i64 = 20_000;
 
@@ -163,6 +168,34 @@ pub fn owner(cart_id: &str) -> String {
 fn peer_error(peer: &'static str, s: &tonic::Status) -> ShopError {
     tracing::warn!(peer, code = ?s.code(), message = s.message(), "peer call failed");
     ShopError::PeerUnavailable(peer)
+}
+
+/// Why inventory refused a hold of a line; `have` is what the line already holds, so the
+/// answer says how many more units could be asked for.
+fn refused(reply: &inv::HoldReply, have: i64) -> Result<Rejection, ShopError> {
+    match reply.outcome() {
+        Outcome::OutOfStock | Outcome::UnknownSku => {
+            let short = reply.shortages.first().map_or(0, |s| s.available.max(0));
+            Ok(Rejection::OutOfStock { available: (short - have).max(0) })
+        }
+        Outcome::OwnerCapExceeded => Ok(Rejection::HoldLimit { cap: reply.owner_cap }),
+        other => Err(ShopError::Internal(format!("unexpected hold outcome {other:?}"))),
+    }
+}
+
+impl LineRow {
+    /// The line of `product` that `hold` now backs.
+    fn held(product: store::ProductRow, quantity: i64, hold: &inv::Hold) -> Self {
+        LineRow {
+            product_code: product.code,
+            name: product.name,
+            quantity,
+            price_minor: product.price_minor,
+            currency: product.currency,
+            hold_id: hold.hold_id.clone(),
+            hold_expires_at: hold.expires_at_ms,
+        }
+    }
 }
 
 impl Shop {
@@ -202,11 +235,11 @@ impl Shop {
                 store::ensure_cart(&self.db, user_id, now).await?;
                 continue;
             }
-            if waited >= Duration::from_secs(5) {
+            if waited >= LEASE_WAIT {
                 return Err(ShopError::CartBusy);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += Duration::from_millis(10);
+            tokio::time::sleep(LEASE_POLL).await;
+            waited += LEASE_POLL;
         };
         let out = f(&cart).await;
         if let Err(e) = store::end_lease(&self.db, &cart.id, until, self.clock.now_ms()).await {
@@ -270,13 +303,21 @@ impl Shop {
     }
 
     async fn change(&self, user_id: &str, action: Action, code: Option<&str>, quantity: i64) -> Result<(CartRow, Applied), ShopError> {
+        match (action, code) {
+            (Action::Remove, Some(code)) => return self.remove(user_id, code).await,
+            (Action::Set, Some(code)) if quantity == 0 => return self.remove(user_id, code).await,
+            (Action::Add, Some(code)) => {
+                if let Some(done) = self.add_new_line(user_id, code, quantity).await? {
+                    return Ok(done);
+                }
+            }
+            _ => {}
+        }
         self.with_cart(user_id, async |cart: &CartRow| {
             if cart.checkout_order_id.is_some() && action != Action::Check {
                 return Ok((cart.clone(), Applied::Rejected(Rejection::CheckoutInProgress)));
             }
             let applied = match (action, code) {
-                (Action::Remove, Some(code)) => self.remove(cart, code).await?,
-                (Action::Set, Some(code)) if quantity == 0 => self.remove(cart, code).await?,
                 (Action::Add | Action::Set, Some(code)) => self.put(cart, action, code, quantity).await?,
                 (Action::Check, _) => {
                     self.renew_holds(cart, self.cfg.cart_hold_ttl_secs).await?;
@@ -289,18 +330,75 @@ impl Shop {
         .await
     }
 
-    /// Removes a line at once and queues its hold's release.
-    async fn remove(&self, cart: &CartRow, code: &str) -> Result<Applied, ShopError> {
+    /// Removes a line at once and queues its hold's release (one statement on PostgreSQL);
+    /// it waits only for a leased change of the same cart to end.
+    async fn remove(&self, user_id: &str, code: &str) -> Result<(CartRow, Applied), ShopError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match store::remove_line(&self.db, user_id, code, self.clock.now_ms()).await? {
+                store::Removal::Removed { cart, .. } => {
+                    self.releases.notify_one();
+                    return Ok((cart, Applied::Confirmed(None)));
+                }
+                store::Removal::NotInCart(cart) => return Ok((cart, Applied::Rejected(Rejection::NotInCart))),
+                store::Removal::Frozen(cart) => return Ok((cart, Applied::Rejected(Rejection::CheckoutInProgress))),
+                store::Removal::NoCart => {
+                    let cart = store::ensure_cart(&self.db, user_id, self.clock.now_ms()).await?;
+                    return Ok((cart, Applied::Rejected(Rejection::NotInCart)));
+                }
+                store::Removal::Busy if waited >= LEASE_WAIT => return Err(ShopError::CartBusy),
+                store::Removal::Busy => {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    waited += LEASE_POLL;
+                }
+            }
+        }
+    }
+
+    /// The common add, a product not yet in an idle cart, without the lease: read, hold,
+    /// then write the line only if the cart is still idle and still has no line of it. `None`
+    /// when that does not apply or the write lost a race (its fresh hold is then queued for
+    /// release): the caller takes the leased path.
+    async fn add_new_line(&self, user_id: &str, code: &str, quantity: i64) -> Result<Option<(CartRow, Applied)>, ShopError> {
         let now = self.clock.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        let Some(hold) = store::delete_line(&mut tx, &cart.id, code).await? else {
-            tx.rollback().await?;
-            return Ok(Applied::Rejected(Rejection::NotInCart));
+        let Some(view) = store::view_for_add(&self.db, user_id, code, now).await? else {
+            return Ok(None);
         };
-        store::queue_release(&mut tx, &hold, &owner(&cart.id), now).await?;
+        if view.busy || view.line.is_some() || view.cart.checkout_order_id.is_some() {
+            return Ok(None);
+        }
+        let cart = view.cart;
+        let Some(product) = view.product else {
+            return Ok(Some((cart, Applied::Rejected(Rejection::UnknownProduct))));
+        };
+        if quantity > MAX_LINE_QUANTITY {
+            return Ok(Some((cart, Applied::Rejected(Rejection::TooMany))));
+        }
+        let owner = owner(&cart.id);
+        let reply = self
+            .inventory()
+            .await?
+            .hold(request(inv::HoldRequest {
+                owner: owner.clone(),
+                lines: vec![inv::Line { sku: code.to_owned(), quantity }],
+                ttl_seconds: self.cfg.cart_hold_ttl_secs,
+            }))
+            .await
+            .map_err(|s| peer_error("inventory", &s))?
+            .into_inner();
+        let Outcome::Held = reply.outcome() else {
+            return refused(&reply, 0).map(|r| Some((cart, Applied::Rejected(r))));
+        };
+        let hold = reply.holds.first().ok_or_else(|| ShopError::Internal("inventory held nothing".into()))?;
+        let now = self.clock.now_ms();
+        if store::insert_new_line(&self.db, &cart.id, code, quantity, &hold.hold_id, hold.expires_at_ms, now).await? {
+            return Ok(Some((cart, Applied::Confirmed(Some(LineRow::held(product, quantity, hold))))));
+        }
+        let mut tx = self.db.begin_write().await?;
+        store::queue_release(&mut tx, &hold.hold_id, &owner, now).await?;
         tx.commit().await?;
         self.releases.notify_one();
-        Ok(Applied::Confirmed(None))
+        Ok(None)
     }
 
     /// Adds to or sets a line, asking inventory for the units first.
@@ -357,25 +455,12 @@ impl Shop {
                         store::put_line(&mut conn, &cart.id, code, target, &hold.hold_id, hold.expires_at_ms, now).await?;
                     }
                 }
-                Ok(Applied::Confirmed(Some(LineRow {
-                    product_code: product.code,
-                    name: product.name,
-                    quantity: target,
-                    price_minor: product.price_minor,
-                    currency: product.currency,
-                    hold_id: hold.hold_id.clone(),
-                    hold_expires_at: hold.expires_at_ms,
-                })))
+                Ok(Applied::Confirmed(Some(LineRow::held(product, target, hold))))
             }
-            Outcome::OutOfStock | Outcome::UnknownSku => {
-                let short = reply.shortages.first().map_or(0, |s| s.available.max(0));
+            _ => {
                 // What the request could have asked for: more units (add) or a line total (set).
-                let available = if action == Action::Add && existing.is_some() { (short - have).max(0) } else { short };
-                Ok(Applied::Rejected(Rejection::OutOfStock { available }))
-            }
-            Outcome::OwnerCapExceeded => Ok(Applied::Rejected(Rejection::HoldLimit { cap: reply.owner_cap })),
-            Outcome::HoldNotFound | Outcome::Unspecified => {
-                Err(ShopError::Internal(format!("unexpected hold outcome {:?}", reply.outcome())))
+                let have = if action == Action::Add && existing.is_some() { have } else { 0 };
+                refused(&reply, have).map(Applied::Rejected)
             }
         }
     }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use motorpool_platform::auth::{Caller, Verifier};
+use motorpool_platform::auth::{Admin, Caller, Verifier};
 use motorpool_platform::clock::rfc3339_ms;
 use motorpool_platform::idempotency;
 use motorpool_platform::money::MoneyView;
@@ -44,7 +44,7 @@ impl FromRef<AppState> for Verifier {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/shop/products", get(search))
-        .route("/api/shop/products/{code}", get(product))
+        .route("/api/shop/products/{code}", get(product).put(put_product))
         .route("/api/shop/models", get(models))
         .route("/api/shop/categories", get(categories))
         .route("/api/cart", get(cart))
@@ -60,9 +60,9 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(search, product, models, categories, cart, add_item, set_item, remove_item, checkout, orders, order,
+    paths(search, product, put_product, models, categories, cart, add_item, set_item, remove_item, checkout, orders, order,
           crate::live::cart_socket, crate::live::update_product),
-    components(schemas(ProductView, ProductPage, CartView, LineView, PendingView, AddItem, SetItem, OrderView, OrderLineView, OrderPage, MoneyView)),
+    components(schemas(ProductView, ProductPage, ProductInput, CartView, LineView, PendingView, AddItem, SetItem, OrderView, OrderLineView, OrderPage, MoneyView)),
     tags((name = "shop", description = "Parts catalog, carts with live replies, checkout and orders"))
 )]
 pub struct ApiDoc;
@@ -196,6 +196,73 @@ async fn product(State(s): State<AppState>, Path(code): Path<String>) -> ApiResu
     let mut view = ProductView::new(&p);
     view.available = s.shop.availability(std::slice::from_ref(&p.code)).await?.first().map(|(_, a)| *a);
     Ok(Json(view))
+}
+
+/// A product as an administrator defines it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductInput {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub category: String,
+    /// In the shop's currency.
+    pub price: MoneyView,
+    #[serde(default)]
+    pub compatible_models: Vec<String>,
+}
+
+/// Create or replace a catalog product (admin). Its stock is inventory's: set it with
+/// `PUT /api/inventory/stock/{code}`.
+#[utoipa::path(put, path = "/api/shop/products/{code}", tag = "shop", request_body = ProductInput, security(("bearer" = [])),
+    responses((status = 201, body = ProductView, description = "created"), (status = 200, body = ProductView, description = "replaced"),
+              (status = 422, description = "validation_failed"), (status = 403)))]
+async fn put_product(
+    State(s): State<AppState>,
+    _admin: Admin,
+    Path(code): Path<String>,
+    ApiJson(body): ApiJson<ProductInput>,
+) -> ApiResult<(StatusCode, Json<ProductView>)> {
+    check_code(&code)?;
+    let spec = domain::ProductSpec {
+        name: body.name,
+        description: body.description,
+        category: body.category,
+        compatible_models: body.compatible_models,
+    };
+    let mut errors: Vec<FieldError> =
+        domain::check_product(&spec).into_iter().map(|(field, message)| FieldError { field: field.into(), message }).collect();
+    let price_minor = match body.price.parse() {
+        Ok(m) if m.currency.code() != s.shop.cfg.currency => {
+            let message = format!("the catalog is priced in {}", s.shop.cfg.currency);
+            errors.push(FieldError { field: "price.currency".into(), message });
+            0
+        }
+        Ok(m) if m.minor <= 0 => {
+            errors.push(FieldError { field: "price.amount".into(), message: "a price is positive".into() });
+            0
+        }
+        Ok(m) => m.minor,
+        Err(e) => {
+            errors.push(FieldError { field: "price".into(), message: e.to_string() });
+            0
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let search = domain::catalog::search_text(&code, &spec.name, &spec.category, &spec.compatible_models);
+    let row = ProductRow {
+        code,
+        name: spec.name,
+        description: spec.description,
+        category: spec.category,
+        price_minor,
+        currency: s.shop.cfg.currency.clone(),
+        models: domain::catalog::models_column(&spec.compatible_models),
+    };
+    let created = store::put_product(&s.shop.db, &row, &search).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(ProductView::new(&row))))
 }
 
 /// The car models parts are listed for (public).

@@ -1,6 +1,6 @@
 //! All of the shop's SQL.
 
-use motorpool_platform::db::{Db, Tx};
+use motorpool_platform::db::{Db, Dialect, Tx};
 
 use crate::domain::catalog::{self, Part};
 
@@ -50,6 +50,43 @@ pub async fn seed_catalog(db: &Db, parts: &[Part], currency: &str) -> Result<u64
     }
     tx.commit().await?;
     Ok(added)
+}
+
+/// Creates or replaces a product; `true` when it is new.
+pub async fn put_product(db: &Db, p: &ProductRow, search: &str) -> Result<bool, sqlx::Error> {
+    let created = sqlx::query(
+        "INSERT INTO products (code, name, description, category, price_minor, currency, models, search) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO NOTHING",
+    )
+    .bind(&p.code)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(&p.category)
+    .bind(p.price_minor)
+    .bind(&p.currency)
+    .bind(&p.models)
+    .bind(search)
+    .execute(db.pool())
+    .await?
+    .rows_affected()
+        == 1;
+    if !created {
+        sqlx::query(
+            "UPDATE products SET name = $2, description = $3, category = $4, price_minor = $5, currency = $6, models = $7, search = $8 \
+             WHERE code = $1",
+        )
+        .bind(&p.code)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.category)
+        .bind(p.price_minor)
+        .bind(&p.currency)
+        .bind(&p.models)
+        .bind(search)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(created)
 }
 
 /// A page of products, by code after `cursor`, where every word occurs in the product's text,
@@ -241,6 +278,198 @@ pub async fn delete_line(tx: &mut Tx, cart_id: &str, code: &str) -> Result<Optio
         .fetch_optional(&mut **tx)
         .await?;
     Ok(hold)
+}
+
+/// What [`view_for_add`] saw: the cart, whether another change holds its lease, the product
+/// (none when the code is unknown) and the cart's line of it.
+#[derive(Debug, Clone)]
+pub struct AddView {
+    pub cart: CartRow,
+    pub busy: bool,
+    pub product: Option<ProductRow>,
+    pub line: Option<(i64, String)>,
+}
+
+type AddViewRow = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// The user's cart, the product and the cart's line of it, in one read (`None`: no cart yet).
+pub async fn view_for_add(db: &Db, user_id: &str, code: &str, now: i64) -> Result<Option<AddView>, sqlx::Error> {
+    let row: Option<AddViewRow> = sqlx::query_as(
+        "SELECT c.id, c.user_id, c.checkout_order_id, c.updated_at, c.busy_until, \
+         p.code, p.name, p.description, p.category, p.price_minor, p.currency, p.models, l.quantity, l.hold_id \
+         FROM carts c LEFT JOIN products p ON p.code = $2 \
+         LEFT JOIN cart_lines l ON l.cart_id = c.id AND l.product_code = $2 WHERE c.user_id = $1",
+    )
+    .bind(user_id)
+    .bind(code)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(
+        |(id, user_id, checkout_order_id, updated_at, busy_until, code, name, description, category, price, currency, models, q, hold)| {
+            let product = match (code, name, description, category, price, currency, models) {
+                (Some(code), Some(name), Some(description), Some(category), Some(price_minor), Some(currency), Some(models)) => {
+                    Some(ProductRow { code, name, description, category, price_minor, currency, models })
+                }
+                _ => None,
+            };
+            AddView { cart: CartRow { id, user_id, checkout_order_id, updated_at }, busy: busy_until > now, product, line: q.zip(hold) }
+        },
+    ))
+}
+
+/// Writes a new line with its hold if the cart has no line of the product, is not frozen by a
+/// checkout and no leased change is running on it; `false` (nothing written) otherwise.
+///
+/// On PostgreSQL this is one statement. Its update of the cart row locks the row, so it either
+/// sees a lease taken before it (and writes nothing) or makes a lease taken after it wait until
+/// the line is visible to the lease holder.
+pub async fn insert_new_line(
+    db: &Db,
+    cart_id: &str,
+    code: &str,
+    quantity: i64,
+    hold_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    const CART_IDLE: &str = "UPDATE carts SET updated_at = $6 WHERE id = $1 AND busy_until <= $6 AND checkout_order_id IS NULL";
+    const INSERT: &str = "INSERT INTO cart_lines (cart_id, product_code, quantity, hold_id, hold_expires_at, added_at)";
+    if db.dialect() == Dialect::Postgres {
+        let (written,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH c AS ({CART_IDLE} RETURNING id), \
+             i AS ({INSERT} SELECT c.id, $2, $3, $4, $5, $6 FROM c ON CONFLICT (cart_id, product_code) DO NOTHING RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM i)"
+        )))
+        .bind(cart_id)
+        .bind(code)
+        .bind(quantity)
+        .bind(hold_id)
+        .bind(expires_at)
+        .bind(now)
+        .fetch_one(db.pool())
+        .await?;
+        return Ok(written);
+    }
+    let mut tx = db.begin_write().await?;
+    let idle = sqlx::query(sqlx::AssertSqlSafe(CART_IDLE))
+        .bind(cart_id)
+        .bind(code)
+        .bind(quantity)
+        .bind(hold_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    let written = idle
+        && sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{INSERT} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (cart_id, product_code) DO NOTHING"
+        )))
+        .bind(cart_id)
+        .bind(code)
+        .bind(quantity)
+        .bind(hold_id)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+    if written {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(written)
+}
+
+/// What [`remove_line`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// The line is gone and its hold queued for release.
+    Removed {
+        cart: CartRow,
+        hold_id: String,
+    },
+    NotInCart(CartRow),
+    Frozen(CartRow),
+    /// A leased change is running on the cart: try again shortly.
+    Busy,
+    NoCart,
+}
+
+/// Removes the product's line from the user's cart and queues its hold for release, unless a
+/// checkout froze the cart or a leased change is running on it; one statement on PostgreSQL.
+pub async fn remove_line(db: &Db, user_id: &str, code: &str, now: i64) -> Result<Removal, sqlx::Error> {
+    type Row = (String, String, Option<String>, i64, i64, bool, Option<String>);
+    if db.dialect() == Dialect::Postgres {
+        // `c` locks the cart row (waiting for a lease being taken and re-checking it); `s` is
+        // the row as the statement found it, to tell a frozen or busy cart from no cart.
+        let row: Option<Row> = sqlx::query_as(
+            "WITH c AS (UPDATE carts SET updated_at = $3 WHERE user_id = $1 AND busy_until <= $3 AND checkout_order_id IS NULL \
+                        RETURNING id), \
+             d AS (DELETE FROM cart_lines l USING c WHERE l.cart_id = c.id AND l.product_code = $2 RETURNING l.cart_id, l.hold_id), \
+             q AS (INSERT INTO hold_releases (hold_id, owner, next_at, created_at) SELECT hold_id, 'cart:' || cart_id, $3, $3 FROM d \
+                   ON CONFLICT (hold_id) DO NOTHING) \
+             SELECT s.id, s.user_id, s.checkout_order_id, s.updated_at, s.busy_until, EXISTS (SELECT 1 FROM c), (SELECT hold_id FROM d) \
+             FROM carts s WHERE s.user_id = $1",
+        )
+        .bind(user_id)
+        .bind(code)
+        .bind(now)
+        .fetch_optional(db.pool())
+        .await?;
+        let Some((id, user_id, checkout_order_id, updated_at, _busy_until, changed, hold)) = row else {
+            return Ok(Removal::NoCart);
+        };
+        let cart = CartRow { id, user_id, checkout_order_id, updated_at };
+        return Ok(match (changed, hold) {
+            (true, Some(hold_id)) => Removal::Removed { cart: CartRow { updated_at: now, ..cart }, hold_id },
+            (true, None) => Removal::NotInCart(cart),
+            // Frozen or leased as the statement found it, or changed by another statement meanwhile.
+            (false, _) if cart.checkout_order_id.is_some() => Removal::Frozen(cart),
+            (false, _) => Removal::Busy,
+        });
+    }
+    let mut tx = db.begin_write().await?;
+    let row: Option<(String, String, Option<String>, i64, i64)> =
+        sqlx::query_as("SELECT id, user_id, checkout_order_id, updated_at, busy_until FROM carts WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((id, user_id, checkout_order_id, updated_at, busy_until)) = row else {
+        return Ok(Removal::NoCart);
+    };
+    let cart = CartRow { id, user_id, checkout_order_id, updated_at };
+    if cart.checkout_order_id.is_some() {
+        return Ok(Removal::Frozen(cart));
+    }
+    if busy_until > now {
+        return Ok(Removal::Busy);
+    }
+    let Some(hold_id) = delete_line(&mut tx, &cart.id, code).await? else {
+        return Ok(Removal::NotInCart(cart));
+    };
+    queue_release(&mut tx, &hold_id, &format!("cart:{}", cart.id), now).await?;
+    touch_cart(&mut tx, &cart.id, now).await?;
+    tx.commit().await?;
+    Ok(Removal::Removed { cart: CartRow { updated_at: now, ..cart }, hold_id })
 }
 
 /// Deletes the lines backed by these holds (an order took them, or they are gone).

@@ -227,6 +227,57 @@ async fn the_catalog_is_public_and_searchable_by_text_model_and_category_with_cu
 }
 
 #[tokio::test]
+async fn an_admin_adds_a_product_that_customers_find_and_buy_once_it_is_stocked() {
+    let app = spawn_admin().await;
+    let api = Edge::of(&app);
+    let admin = app.admin_token().await;
+    let customer = api.customer("catalog").await;
+    let code = format!("TEST-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]).to_uppercase();
+    let path = format!("/api/shop/products/{code}");
+    let body = json!({
+        "name": "Roof box 420 l", "description": "Lockable roof box.", "category": "Accessories",
+        "price": {"amount": "349.90", "currency": "EUR"}, "compatibleModels": ["VW Golf", "Volvo XC60"],
+    });
+
+    assert_eq!(api.send(Method::PUT, &path, None, Some(body.clone())).await.status(), 401);
+    assert_eq!(api.send(Method::PUT, &path, Some(&customer), Some(body.clone())).await.status(), 403);
+    for (bad, field) in [
+        (json!({"price": {"amount": "349.90", "currency": "USD"}}), "price.currency"),
+        (json!({"price": {"amount": "0", "currency": "EUR"}}), "price.amount"),
+        (json!({"name": " padded "}), "name"),
+        (json!({"compatibleModels": ["VW|Golf"]}), "compatibleModels"),
+    ] {
+        let mut b = body.clone();
+        b.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let r = api.send(Method::PUT, &path, Some(&admin), Some(b)).await;
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        assert!(problem.to_string().contains(field), "{field} is named: {problem}");
+    }
+    assert_eq!(api.send(Method::GET, &path, None, None).await.status(), 404, "nothing was written by refused requests");
+
+    let r = api.send(Method::PUT, &path, Some(&admin), Some(body.clone())).await;
+    assert_eq!(r.status(), 201);
+    let mut renamed = body.clone();
+    renamed["name"] = json!("Roof box 460 l");
+    let r = api.send(Method::PUT, &path, Some(&admin), Some(renamed)).await;
+    assert_eq!(r.status(), 200, "a second PUT replaces");
+    let product = api.get(&path, None).await;
+    assert_eq!(
+        (&product["name"], &product["price"]["amount"], &product["available"]),
+        (&json!("Roof box 460 l"), &json!("349.90"), &json!(0))
+    );
+    assert_eq!(product["compatibleModels"], json!(["VW Golf", "Volvo XC60"]));
+    let found = api.get("/api/shop/products?q=roof+460&model=Volvo%20XC60", None).await;
+    assert_eq!(codes(&found), vec![code.clone()]);
+
+    assert_problem(api.add(&customer, &code, 1).await, 409, "out_of_stock").await;
+    api.put_stock(&admin, &code, 3).await;
+    assert_eq!(api.add(&customer, &code, 2).await.status(), 201);
+    assert_eq!(api.stock(&admin, &code).await, (3, 2, 1));
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn cart_lines_are_backed_by_inventory_holds() {
     let app = spawn_admin().await;
     let api = Edge::of(&app);
@@ -331,6 +382,51 @@ async fn a_cart_cannot_hold_more_than_the_per_cart_cap() {
     assert_problem(api.add(&token, &q, 1).await, 409, "hold_limit_exceeded").await;
     assert_eq!(api.stock(&admin, &q).await, (500, 0, 500));
     assert!(line_of(&api.cart(&token).await, &q).is_none());
+    app.cleanup().await;
+}
+
+/// One customer's changes racing on one cart (two tabs, a retrying client): the adds that
+/// skip the cart's lease and the leased changes never lose a unit or leave a hold behind no
+/// line.
+#[tokio::test]
+async fn concurrent_changes_to_one_cart_keep_its_lines_and_holds_in_step() {
+    let app = spawn_admin().await;
+    let api = Edge::of(&app);
+    let admin = app.admin_token().await;
+    let token = api.customer("tabs").await;
+    let [p, q]: [String; 2] = api.product_codes(2).await.try_into().unwrap();
+    api.put_stock(&admin, &p, 100).await;
+    api.put_stock(&admin, &q, 100).await;
+
+    // Twenty adds of one unit of a product the cart does not have yet: all land on one line.
+    let adds = (0..20).map(|_| async { api.add(&token, &p, 1).await.status().as_u16() });
+    let statuses = futures::future::join_all(adds).await;
+    assert!(statuses.iter().all(|s| *s == 201), "every add is taken: {statuses:?}");
+    let cart = api.cart(&token).await;
+    assert_eq!(line_of(&cart, &p).expect("the line")["quantity"], 20, "{cart}");
+    api.wait_held(&admin, &p, 20).await;
+
+    // Adds, removals and quantity changes of another product at once: whatever order they
+    // ran in, the product's held units end equal to its line (or to nothing without one).
+    let changes = (0..24).map(|i| {
+        let (api, token, q) = (&api, &token, &q);
+        async move {
+            let r = match i % 3 {
+                0 => api.add(token, q, 2).await,
+                1 => api.send(Method::DELETE, &format!("/api/cart/items/{q}"), Some(token), None).await,
+                _ => api.send(Method::PATCH, &format!("/api/cart/items/{q}"), Some(token), Some(json!({"quantity": 3}))).await,
+            };
+            r.status().as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(changes).await;
+    assert!(statuses.iter().all(|s| [200, 201, 204, 404].contains(s)), "only successes and 'not in the cart': {statuses:?}");
+    let cart = api.cart(&token).await;
+    let in_line = line_of(&cart, &q).map_or(0, |l| l["quantity"].as_i64().unwrap());
+    api.wait_held(&admin, &q, in_line).await;
+    assert_eq!(line_of(&cart, &p).expect("the first line")["quantity"], 20, "{cart}");
+    api.wait_held(&admin, &p, 20).await;
+    api.assert_consistent(&admin).await;
     app.cleanup().await;
 }
 

@@ -111,13 +111,20 @@ pub fn demo_parts() -> Vec<Part> {
 }
 
 /// The `models` column: '|'-delimited with a leading and trailing '|'.
-pub fn models_column(models: &[&str]) -> String {
-    format!("|{}|", models.join("|"))
+pub fn models_column<S: AsRef<str>>(models: &[S]) -> String {
+    let names: Vec<&str> = models.iter().map(AsRef::as_ref).collect();
+    format!("|{}|", names.join("|"))
 }
 
 /// The lowercased text search words are matched against.
 pub fn search_column(p: &Part) -> String {
-    format!("{} {} {} {}", p.code, p.name, p.category, p.models.join(" ")).to_lowercase()
+    search_text(&p.code, &p.name, p.category, &p.models)
+}
+
+/// The lowercased text of a product that search words are matched against.
+pub fn search_text<S: AsRef<str>>(code: &str, name: &str, category: &str, models: &[S]) -> String {
+    let names: Vec<&str> = models.iter().map(AsRef::as_ref).collect();
+    format!("{code} {name} {category} {}", names.join(" ")).to_lowercase()
 }
 
 #[cfg(test)]

@@ -54,6 +54,39 @@ pub fn check_code(code: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A product as an administrator defines it, before it is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSpec {
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub compatible_models: Vec<String>,
+}
+
+/// Most car models one product may list.
+pub const MAX_MODELS: usize = 50;
+
+/// What is wrong with a product definition, field by field (empty: nothing).
+pub fn check_product(p: &ProductSpec) -> Vec<(&'static str, String)> {
+    let mut errors = Vec::new();
+    let mut text = |field: &'static str, value: &str, min: usize, max: usize| {
+        let n = value.trim().chars().count();
+        if n < min || n > max || value.trim() != value {
+            errors.push((field, format!("{field} must be {min} to {max} characters without leading or trailing spaces")));
+        }
+    };
+    text("name", &p.name, 1, 120);
+    text("description", &p.description, 0, 2000);
+    text("category", &p.category, 1, 60);
+    if p.compatible_models.len() > MAX_MODELS {
+        errors.push(("compatibleModels", format!("at most {MAX_MODELS} models")));
+    }
+    if p.compatible_models.iter().any(|m| m.trim().is_empty() || m.trim() != m || m.chars().count() > 60 || m.contains('|')) {
+        errors.push(("compatibleModels", "every model is 1 to 60 characters, without '|' or surrounding spaces".into()));
+    }
+    errors
+}
+
 /// The lowercased words of a search, at most eight, each escaped for `LIKE` with `\`.
 pub fn search_words(q: &str) -> Vec<String> {
     q.split_whitespace()
