@@ -51,8 +51,8 @@ struct Args {
     /// Seconds of unmeasured ops first.
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
-    /// SKUs the clients spread their holds over (1: one hot SKU). gRPC uses `BENCH-0001`…;
-    /// the gateway mode the first ones of the shop's catalog, as many as it has.
+    /// SKUs the clients spread their holds over (1: one hot SKU): `BENCH-0001`…, which the
+    /// gateway mode first makes products of the shop's catalog.
     #[arg(long, default_value_t = 1)]
     skus: usize,
     /// Units every SKU is stocked with before the run.
@@ -117,28 +117,26 @@ async fn make_shopper(http: &Http, gw: &str, i: usize) -> anyhow::Result<String>
     login(http, gw, &email, password).await
 }
 
-/// The first `want` product codes of the shop's catalog (fewer if it has fewer).
-async fn catalog_codes(http: &Http, gw: &str, want: usize) -> anyhow::Result<Vec<String>> {
-    let mut codes = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{gw}/api/shop/products?limit=100");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(&encode(c));
-        }
-        let (s, page) = call(http, "GET", &url, None, None).await?;
-        anyhow::ensure!(s == 200, "list products: {s} {page}");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        codes.extend(items.iter().filter_map(|p| p["code"].as_str().map(str::to_owned)));
-        match page["nextCursor"].as_str() {
-            Some(c) if codes.len() < want && !items.is_empty() => cursor = Some(c.to_owned()),
-            _ => break,
-        }
+/// Makes every SKU a product of the shop's catalog (admin `PUT /api/shop/products/{code}`),
+/// so shoppers can put it in their carts.
+async fn define_products(http: &Http, gw: &str, admin: &str, skus: &[String]) -> anyhow::Result<()> {
+    let mut set = JoinSet::new();
+    for chunk in skus.chunks(skus.len().div_ceil(8)) {
+        let (http, gw, admin, chunk) = (http.clone(), gw.to_owned(), admin.to_owned(), chunk.to_vec());
+        set.spawn(async move {
+            for sku in chunk {
+                let body =
+                    json!({"name": format!("Bench part {sku}"), "category": "Bench", "price": {"amount": "1.00", "currency": "EUR"}});
+                let (s, r) = call(&http, "PUT", &format!("{gw}/api/shop/products/{}", encode(&sku)), Some(&admin), Some(&body)).await?;
+                anyhow::ensure!(s == 200 || s == 201, "define product {sku}: {s} {r}");
+            }
+            Ok(())
+        });
     }
-    codes.truncate(want);
-    anyhow::ensure!(!codes.is_empty(), "the shop's catalog is empty");
-    Ok(codes)
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
 }
 
 /// Sets every SKU's quantity to `quantity`, creating the ones that do not exist.
@@ -325,10 +323,11 @@ async fn main() -> anyhow::Result<()> {
     let gw = args.gateway.trim_end_matches('/').to_owned();
     let mut admin_rpc = InventoryClient::connect(args.inventory.clone()).await?;
 
-    let skus = match args.mode {
-        Mode::Grpc => (1..=args.skus).map(|i| format!("BENCH-{i:04}")).collect(),
-        Mode::Gateway => catalog_codes(&http, &gw, args.skus).await?,
-    };
+    let skus: Vec<String> = (1..=args.skus).map(|i| format!("BENCH-{i:04}")).collect();
+    if let Mode::Gateway = args.mode {
+        let admin = login(&http, &gw, &args.admin_email, &args.admin_password).await?;
+        define_products(&http, &gw, &admin, &skus).await?;
+    }
     stock_up(&admin_rpc, &skus, args.stock).await?;
     if args.setup_only {
         println!("{}", json!({"skus": skus.len()}));

@@ -129,6 +129,12 @@ pub fn disabled_key(user_id: &str) -> String {
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How long "this user is not disabled" is remembered locally.
 const ENABLED_MEMO: Duration = Duration::from_secs(1);
+/// How long a token whose signature checked out is remembered (by its whole text), so the
+/// requests of one session do not each pay for an Ed25519 verification; expiry is still
+/// checked on every use, and a change of the key set forgets them all.
+const VERIFIED_MEMO: Duration = Duration::from_secs(30);
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 5;
 
 struct Inner {
     issuer: String,
@@ -138,6 +144,8 @@ struct Inner {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     cache: Cache,
     enabled_memo: moka::sync::Cache<String, ()>,
+    /// Tokens whose signature and claims checked out, with those claims.
+    verified: moka::sync::Cache<String, Claims>,
     /// `kid`s that were still unknown after a refetch: refused without another one.
     unknown_kids: moka::sync::Cache<String, ()>,
 }
@@ -156,6 +164,7 @@ impl Verifier {
             last_fetch: tokio::sync::Mutex::new(None),
             cache,
             enabled_memo: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ENABLED_MEMO).build(),
+            verified: moka::sync::Cache::builder().max_capacity(20_000).time_to_live(VERIFIED_MEMO).build(),
             unknown_kids: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
         }))
     }
@@ -183,6 +192,8 @@ impl Verifier {
             map.insert(k.kid, key);
         }
         *self.0.keys.write().unwrap_or_else(|p| p.into_inner()) = map;
+        // A key that left the set must stop vouching for tokens at once.
+        self.0.verified.invalidate_all();
         *last = Some(Instant::now());
         Ok(())
     }
@@ -190,6 +201,13 @@ impl Verifier {
     /// Checks signature, algorithm, issuer, audience, expiry and not-before, then whether the
     /// user has been disabled since the token was issued.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(claims) = self.0.verified.get(token) {
+            if claims.exp + LEEWAY_SECS >= time::OffsetDateTime::now_utc().unix_timestamp() {
+                self.check_enabled(&claims.sub).await?;
+                return Ok(claims);
+            }
+            self.0.verified.invalidate(token);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
@@ -214,9 +232,10 @@ impl Verifier {
         validation.set_audience(&[&self.0.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS as u64;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
+        self.0.verified.insert(token.to_owned(), claims.clone());
         self.check_enabled(&claims.sub).await?;
         Ok(claims)
     }
@@ -312,5 +331,82 @@ where
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(&[Role::Admin])?;
         Ok(Admin(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    const SEED: [u8; 32] = [7; 32];
+
+    struct OneKey;
+
+    #[async_trait]
+    impl KeySource for OneKey {
+        async fn keys(&self) -> Result<Vec<PublicKey>, AuthError> {
+            let public = ed25519_dalek::SigningKey::from_bytes(&SEED).verifying_key().to_bytes();
+            Ok(vec![PublicKey { kid: "k1".into(), x: URL_SAFE_NO_PAD.encode(public) }])
+        }
+    }
+
+    fn token(claims: &Claims) -> String {
+        let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        der.extend_from_slice(&SEED);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der)).unwrap()
+    }
+
+    fn claims(exp_in: i64) -> Claims {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Claims {
+            iss: "motorpool".into(),
+            aud: "motorpool-api".into(),
+            sub: "u1".into(),
+            email: "u1@example.com".into(),
+            role: Role::Customer,
+            iat: now,
+            nbf: now,
+            exp: now + exp_in,
+            jti: "j1".into(),
+        }
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new("motorpool", "motorpool-api", Arc::new(OneKey), Cache::memory())
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_and_a_forged_one_is_not() {
+        let v = verifier();
+        let good = token(&claims(600));
+        assert_eq!(v.verify(&good).await.unwrap().sub, "u1");
+        assert!(v.0.verified.contains_key(&good), "remembered after its signature checked out");
+        assert_eq!(v.verify(&good).await.unwrap().sub, "u1", "and accepted from memory");
+
+        // Same header and signature, another payload: a different text, so checked afresh.
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let mut admin = claims(600);
+        admin.role = Role::Admin;
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).unwrap());
+        let forged = parts.join(".");
+        assert!(v.verify(&forged).await.is_err());
+        assert!(!v.0.verified.contains_key(&forged));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires() {
+        let v = verifier();
+        let expired = claims(-60);
+        let text = token(&expired);
+        // As if it had been verified while it was still valid.
+        v.0.verified.insert(text.clone(), expired);
+        assert!(matches!(v.verify(&text).await, Err(AuthError::Invalid(_))));
+        assert!(!v.0.verified.contains_key(&text), "forgotten once expired");
     }
 }

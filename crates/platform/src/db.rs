@@ -133,18 +133,18 @@ impl Db {
         }
     }
 
-    /// Starts a transaction whose commit does not wait for the write-ahead log to reach disk
-    /// (PostgreSQL's `synchronous_commit = off` for this transaction; SQLite needs nothing).
-    /// Only for bookkeeping that a crash may lose because it is redone, such as marking outbox
-    /// rows published: a row whose mark is lost is published again, and the bus (within its
-    /// de-duplication window) or every consumer's inbox drops the duplicate.
-    /// It saves a disk flush per call, which is what limits commits on a busy server.
-    pub async fn begin_relaxed(&self) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.begin_write().await?;
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    /// What to add to the `FROM` list of an autocommit `UPDATE` (or the `USING` list of a
+    /// `DELETE`) so that its commit does not wait for the write-ahead log to reach disk:
+    /// PostgreSQL's `synchronous_commit = off`, set for that statement's own transaction, in one
+    /// round trip where `SET LOCAL` needs a transaction of four. `None` on SQLite, which needs
+    /// nothing. Only for bookkeeping that a crash may lose because it is redone, such as
+    /// marking outbox rows published: a row whose mark is lost is published again, and the bus
+    /// (within its de-duplication window) or every consumer's inbox drops the duplicate.
+    pub fn relaxed_commit(&self) -> Option<&'static str> {
+        match self.dialect {
+            Dialect::Postgres => Some("(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed_commit"),
+            Dialect::Sqlite => None,
         }
-        Ok(tx)
     }
 
     /// Applies the platform's tables and then the service's own migrations, each set with its

@@ -268,16 +268,15 @@ pub async fn relay_batch(db: &Db, bus: &dyn Bus, metrics: &Metrics) -> Result<us
     let published = bus.publish_batch(&messages).await?;
     if published > 0 {
         let placeholders: Vec<String> = (0..published).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("UPDATE outbox SET published_at = $1 WHERE seq IN ({})", placeholders.join(", "));
+        // The mark is redone if a crash loses it (the bus drops the duplicate), so it need not
+        // wait for a disk flush.
+        let from = db.relaxed_commit().map(|r| format!(" FROM {r}")).unwrap_or_default();
+        let sql = format!("UPDATE outbox SET published_at = $1{from} WHERE seq IN ({})", placeholders.join(", "));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::clock::to_millis(time::OffsetDateTime::now_utc()));
         for (seq, ..) in rows.iter().take(published) {
             q = q.bind(*seq);
         }
-        // The mark is redone if a crash loses it (the bus drops the duplicate), so it need not
-        // wait for a disk flush.
-        let mut tx = db.begin_relaxed().await?;
-        q.execute(&mut *tx).await?;
-        tx.commit().await?;
+        q.execute(db.pool()).await?;
         metrics.count("events_published_total", "Events published from the outbox.", &[], published as u64);
     }
     Ok(published)
