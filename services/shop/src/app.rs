@@ -170,6 +170,22 @@ fn peer_error(peer: &'static str, s: &tonic::Status) -> ShopError {
     ShopError::PeerUnavailable(peer)
 }
 
+/// Asks inventory to hold `quantity` units of `sku` for `owner`, as one line.
+async fn hold_line(
+    client: &mut InventoryClient<tonic::transport::Channel>,
+    owner: &str,
+    sku: &str,
+    quantity: i64,
+    ttl_seconds: i64,
+) -> Result<inv::HoldReply, ShopError> {
+    let lines = vec![inv::Line { sku: sku.to_owned(), quantity }];
+    Ok(client
+        .hold(request(inv::HoldRequest { owner: owner.to_owned(), lines, ttl_seconds }))
+        .await
+        .map_err(|s| peer_error("inventory", &s))?
+        .into_inner())
+}
+
 /// Why inventory refused a hold of a line; `have` is what the line already holds, so the
 /// answer says how many more units could be asked for.
 fn refused(reply: &inv::HoldReply, have: i64) -> Result<Rejection, ShopError> {
@@ -375,17 +391,7 @@ impl Shop {
             return Ok(Some((cart, Applied::Rejected(Rejection::TooMany))));
         }
         let owner = owner(&cart.id);
-        let reply = self
-            .inventory()
-            .await?
-            .hold(request(inv::HoldRequest {
-                owner: owner.clone(),
-                lines: vec![inv::Line { sku: code.to_owned(), quantity }],
-                ttl_seconds: self.cfg.cart_hold_ttl_secs,
-            }))
-            .await
-            .map_err(|s| peer_error("inventory", &s))?
-            .into_inner();
+        let reply = hold_line(&mut self.inventory().await?, &owner, code, quantity, self.cfg.cart_hold_ttl_secs).await?;
         let Outcome::Held = reply.outcome() else {
             return refused(&reply, 0).map(|r| Some((cart, Applied::Rejected(r))));
         };
@@ -428,15 +434,7 @@ impl Shop {
         }
         let reply = match reply {
             Some(r) => r,
-            None => client
-                .hold(request(inv::HoldRequest {
-                    owner: owner.clone(),
-                    lines: vec![inv::Line { sku: code.to_owned(), quantity: target }],
-                    ttl_seconds: ttl,
-                }))
-                .await
-                .map_err(|s| peer_error("inventory", &s))?
-                .into_inner(),
+            None => hold_line(&mut client, &owner, code, target, ttl).await?,
         };
         match reply.outcome() {
             Outcome::Held => {
@@ -494,15 +492,7 @@ impl Shop {
         tx.commit().await?;
         for missing in &reply.missing_hold_ids {
             let Some(l) = lines.iter().find(|l| &l.hold_id == missing) else { continue };
-            let r = client
-                .hold(request(inv::HoldRequest {
-                    owner: owner.clone(),
-                    lines: vec![inv::Line { sku: l.product_code.clone(), quantity: l.quantity }],
-                    ttl_seconds: ttl,
-                }))
-                .await
-                .map_err(|s| peer_error("inventory", &s))?
-                .into_inner();
+            let r = hold_line(&mut client, &owner, &l.product_code, l.quantity, ttl).await?;
             match (r.outcome(), r.holds.first()) {
                 (Outcome::Held, Some(h)) => {
                     let mut tx = self.db.begin_write().await?;

@@ -54,9 +54,12 @@ pub async fn seed_catalog(db: &Db, parts: &[Part], currency: &str) -> Result<u64
 
 /// Creates or replaces a product; `true` when it is new.
 pub async fn put_product(db: &Db, p: &ProductRow, search: &str) -> Result<bool, sqlx::Error> {
-    let created = sqlx::query(
+    let existed = find_product(db, &p.code).await?.is_some();
+    sqlx::query(
         "INSERT INTO products (code, name, description, category, price_minor, currency, models, search) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (code) DO UPDATE SET name = excluded.name, \
+         description = excluded.description, category = excluded.category, price_minor = excluded.price_minor, \
+         currency = excluded.currency, models = excluded.models, search = excluded.search",
     )
     .bind(&p.code)
     .bind(&p.name)
@@ -67,26 +70,8 @@ pub async fn put_product(db: &Db, p: &ProductRow, search: &str) -> Result<bool, 
     .bind(&p.models)
     .bind(search)
     .execute(db.pool())
-    .await?
-    .rows_affected()
-        == 1;
-    if !created {
-        sqlx::query(
-            "UPDATE products SET name = $2, description = $3, category = $4, price_minor = $5, currency = $6, models = $7, search = $8 \
-             WHERE code = $1",
-        )
-        .bind(&p.code)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(&p.category)
-        .bind(p.price_minor)
-        .bind(&p.currency)
-        .bind(&p.models)
-        .bind(search)
-        .execute(db.pool())
-        .await?;
-    }
-    Ok(created)
+    .await?;
+    Ok(!existed)
 }
 
 /// A page of products, by code after `cursor`, where every word occurs in the product's text,
