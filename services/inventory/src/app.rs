@@ -14,7 +14,7 @@ use motorpool_platform::events::Outbox;
 use motorpool_platform::metrics::{Counter, Metrics};
 
 use crate::config::InventoryConfig;
-use crate::domain::{self, Line};
+use crate::domain::{self, Line, MAX_LINES};
 use crate::events;
 use crate::store::{self, Counters, HoldRow, Level, SaleRow, SetOutcome};
 
@@ -455,6 +455,50 @@ impl Inventory {
                     self.metrics.released.add(n as u64);
                     return Ok(n);
                 }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Releases holds of many owners, as a caller's release queue gathers them: how many were
+    /// released, and the entries refused as malformed (retrying those cannot help).
+    pub async fn release_many(&self, entries: Vec<(String, String)>) -> Result<(i64, Vec<(String, String)>), InventoryError> {
+        if entries.len() > MAX_LINES {
+            return Err(InventoryError::Invalid(format!("give at most {MAX_LINES} holds")));
+        }
+        let (mut good, rejected): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(id, owner)| domain::check_owner(owner).is_ok() && domain::normalize_ids(std::slice::from_ref(id)).is_ok());
+        good.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        good.dedup();
+        if good.is_empty() {
+            return Ok((0, rejected));
+        }
+        if self.db.dialect() != Dialect::Postgres {
+            // SQLite writes one transaction at a time anyway: one release per owner.
+            let mut released = 0;
+            for chunk in good.chunk_by(|a, b| a.1 == b.1) {
+                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+                released += self.release(&ids, &chunk[0].1).await?;
+            }
+            return Ok((released, rejected));
+        }
+        let mut rows = Vec::with_capacity(good.len());
+        for (id, owner) in &good {
+            let data = events::HoldEnded { hold_id: id.clone(), owner: owner.clone(), sku: String::new(), quantity: 0 };
+            rows.push(self.outbox.prepare(events::HOLD_RELEASED, id, &data)?.1);
+        }
+        for attempt in 1..=ATTEMPTS {
+            match store::release_many_one_statement(&self.db, &good, self.clock.now_ms(), &rows).await {
+                Ok(ids) => {
+                    if !ids.is_empty() {
+                        self.outbox.wake();
+                        self.metrics.released.add(ids.len() as u64);
+                    }
+                    return Ok((ids.len() as i64, rejected));
+                }
+                Err(e) if store::is_retryable(&e) && attempt < ATTEMPTS => {}
                 Err(e) => return Err(e.into()),
             }
         }

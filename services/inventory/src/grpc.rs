@@ -5,7 +5,8 @@ use std::sync::Arc;
 use motorpool_proto::inventory::v1::inventory_server::{Inventory as InventoryRpc, InventoryServer};
 use motorpool_proto::inventory::v1::{
     AdjustRequest, AvailabilityReply, AvailabilityRequest, CommitReply, CommitRequest, ExtendReply, ExtendRequest, Hold, HoldReply,
-    HoldRequest, Outcome, ReleaseReply, ReleaseRequest, Sale, SetStockRequest, Shortage, StockLevel,
+    HoldRequest, Outcome, OwnedHold, ReleaseManyReply, ReleaseManyRequest, ReleaseReply, ReleaseRequest, Sale, SetStockRequest, Shortage,
+    StockLevel,
 };
 use tonic::{Request, Response, Status};
 
@@ -79,6 +80,13 @@ impl InventoryRpc for Rpc {
         let r = request.into_inner();
         let released = self.0.release(&r.hold_ids, &r.owner).await.map_err(status)?;
         Ok(Response::new(ReleaseReply { released }))
+    }
+
+    async fn release_many(&self, request: Request<ReleaseManyRequest>) -> Result<Response<ReleaseManyReply>, Status> {
+        let entries = request.into_inner().holds.into_iter().map(|h| (h.hold_id, h.owner)).collect();
+        let (released, rejected) = self.0.release_many(entries).await.map_err(status)?;
+        let rejected = rejected.into_iter().map(|(hold_id, owner)| OwnedHold { hold_id, owner }).collect();
+        Ok(Response::new(ReleaseManyReply { released, rejected }))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitReply>, Status> {

@@ -153,6 +153,60 @@ pub async fn release_one_statement(db: &Db, id: &str, owner: &str, now: i64, rel
     Ok(n == 1)
 }
 
+/// Releases many holds of many owners in one PostgreSQL statement: deletes each `(id,
+/// owner)` still held, gives the units back per SKU and per owner, and writes one
+/// `hold.released` event per deleted hold from `released[i]` (the event prepared for entry
+/// `i`, its `data.sku` and `data.quantity` filled in here). Returns the ids released.
+///
+/// Row locks follow the module's order even with many rows: the materialised `ls` and `lo`
+/// lock the stock rows and then the owner rows sorted, and each update touches only rows
+/// already locked there; `lo` waits for the stock update through its one-time filter.
+pub async fn release_many_one_statement(
+    db: &Db,
+    entries: &[(String, String)],
+    now: i64,
+    released: &[OutboxRow],
+) -> Result<Vec<String>, sqlx::Error> {
+    // The Any driver binds no arrays: the entries arrive as a VALUES list.
+    let values: Vec<String> = (0..entries.len())
+        .map(|i| {
+            let p = 3 + 4 * i;
+            format!("(${p}::text, ${}::text, ${}::text, ${}::bytea)", p + 1, p + 2, p + 3)
+        })
+        .collect();
+    let sql = format!(
+        "WITH r (id, owner, event_id, payload) AS (VALUES {}), \
+         d AS ( \
+           DELETE FROM holds h USING r WHERE h.id = r.id AND h.owner = r.owner \
+           RETURNING h.id, h.owner, h.sku, h.quantity, r.event_id, r.payload), \
+         ls AS MATERIALIZED ( \
+           SELECT sku FROM stock WHERE sku IN (SELECT sku FROM d) ORDER BY sku FOR UPDATE), \
+         s AS ( \
+           UPDATE stock SET held = stock.held - x.q, updated_at = $1 \
+           FROM (SELECT sku, sum(quantity) AS q FROM d GROUP BY sku) x \
+           WHERE stock.sku = x.sku AND stock.sku IN (SELECT sku FROM ls) RETURNING stock.sku), \
+         lo AS MATERIALIZED ( \
+           SELECT owner FROM owner_holds WHERE owner IN (SELECT owner FROM d) AND (SELECT count(*) FROM s) >= 0 \
+           ORDER BY owner FOR UPDATE), \
+         o AS ( \
+           UPDATE owner_holds SET held = owner_holds.held - y.q \
+           FROM (SELECT owner, sum(quantity) AS q FROM d GROUP BY owner) y \
+           WHERE owner_holds.owner = y.owner AND owner_holds.owner IN (SELECT owner FROM lo)), \
+         e AS ( \
+           INSERT INTO outbox (id, subject, payload, created_at) \
+           SELECT d.event_id, $2, convert_to(jsonb_set(jsonb_set(convert_from(d.payload, 'UTF8')::jsonb, \
+               '{{data,sku}}', to_jsonb(d.sku)), '{{data,quantity}}', to_jsonb(d.quantity))::text, 'UTF8'), $1 FROM d) \
+         SELECT id FROM d",
+        values.join(", ")
+    );
+    let subject = released.first().map(|r| r.subject.clone()).unwrap_or_default();
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(subject);
+    for ((id, owner), row) in entries.iter().zip(released) {
+        q = q.bind(id).bind(owner).bind(&row.id).bind(&row.payload);
+    }
+    q.fetch_all(db.pool()).await
+}
+
 /// Takes `quantity` units of `sku` if that many are available; the counters after, or `None`.
 pub async fn try_take(tx: &mut Tx, sku: &str, quantity: i64, now: i64) -> Result<Option<Counters>, sqlx::Error> {
     let row =

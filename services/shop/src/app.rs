@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use motorpool_platform::clock::Clock;
 use motorpool_platform::db::Db;
 use motorpool_platform::events::Outbox;
@@ -731,42 +730,29 @@ impl Shop {
             if due.is_empty() {
                 return Ok(());
             }
-            let client = self.inventory().await?;
-            // Up to 16 releases in flight: inventory takes each in one statement.
-            let outcomes: Vec<(String, i64, Result<(), tonic::Status>)> = futures::stream::iter(due.iter().cloned())
-                .map(|(hold_id, owner, attempts)| {
-                    let mut client = client.clone();
-                    async move {
-                        let r = client.release(request(inv::ReleaseRequest { hold_ids: vec![hold_id.clone()], owner })).await.map(|_| ());
-                        (hold_id, attempts, r)
+            let mut client = self.inventory().await?;
+            // One call releases the whole batch; inventory takes it in one statement.
+            let holds = due.iter().map(|(hold_id, owner, _)| inv::OwnedHold { hold_id: hold_id.clone(), owner: owner.clone() }).collect();
+            match client.release_many(request(inv::ReleaseManyRequest { holds })).await {
+                Ok(reply) => {
+                    for r in reply.into_inner().rejected {
+                        tracing::warn!(hold_id = r.hold_id, owner = r.owner, "inventory refused a release as malformed; dropped");
                     }
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
-            let mut done = Vec::with_capacity(due.len());
-            let mut failed = None;
-            for (hold_id, attempts, r) in outcomes {
-                match r {
-                    Ok(()) => done.push(hold_id),
-                    Err(s) if s.code() == Grpc::InvalidArgument => {
-                        tracing::warn!(hold_id, error = s.message(), "inventory refused a release; dropped");
-                        done.push(hold_id);
-                    }
-                    Err(s) => {
-                        let backoff = (self.cfg.retry_interval_ms as i64) << attempts.clamp(0, 6);
-                        store::release_later(&self.db, &hold_id, self.clock.now_ms() + backoff).await?;
-                        failed = Some(peer_error("inventory", &s));
+                    // One statement forgets the whole batch.
+                    let done: Vec<String> = due.into_iter().map(|(hold_id, _, _)| hold_id).collect();
+                    store::releases_done(&self.db, &done).await?;
+                    if done.len() < 100 {
+                        return Ok(());
                     }
                 }
-            }
-            // One statement forgets the whole batch.
-            store::releases_done(&self.db, &done).await?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if due.len() < 100 {
-                return Ok(());
+                Err(s) => {
+                    // Tried again later, backing off; releasing an id no longer held is a no-op.
+                    for (hold_id, _, attempts) in &due {
+                        let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
+                        store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
+                    }
+                    return Err(peer_error("inventory", &s));
+                }
             }
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use motorpool_proto::inventory::v1::inventory_client::InventoryClient;
 use motorpool_proto::inventory::v1::{
-    AdjustRequest, CommitRequest, ExtendRequest, Hold, HoldReply, HoldRequest, Line, Outcome, ReleaseRequest, Shortage,
+    AdjustRequest, CommitRequest, ExtendRequest, Hold, HoldReply, HoldRequest, Line, Outcome, OwnedHold, ReleaseManyRequest,
+    ReleaseRequest, Shortage,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -374,6 +375,76 @@ async fn the_sweeper_deletes_expired_holds_and_gives_their_units_back() {
     app.assert_inventory_consistent(&admin).await;
     assert_eq!(release(&mut client, &cart, &[&lasting.hold_id]).await, 1);
     assert_eq!(levels(&app, &admin, "HOSE-3").await, (5, 0, 5));
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_release_frees_exactly_the_listed_holds_of_many_owners_even_while_racing_holds() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    let skus = ["BATCH-A", "BATCH-B", "BATCH-C"];
+    for sku in skus {
+        app.put_stock(&admin, sku, 1_000).await;
+    }
+    let mut client = grpc(&app).await;
+    // Six owners, each holding 2 units of every SKU.
+    let owners: Vec<String> = (0..6).map(|i| owner(&format!("batch{i}"))).collect();
+    let mut holds: Vec<(String, String)> = Vec::new();
+    for o in &owners {
+        for sku in skus {
+            holds.push((hold_one(&mut client, o, sku, 2).await.hold_id, o.clone()));
+        }
+    }
+    let entry = |id: &str, owner: &str| OwnedHold { hold_id: id.into(), owner: owner.into() };
+    // The first four owners' holds, one listed twice, one under the wrong owner, one unknown
+    // and one with a malformed owner.
+    let mut batch: Vec<OwnedHold> = holds[..12].iter().map(|(id, o)| entry(id, o)).collect();
+    batch.push(entry(&holds[0].0, &holds[0].1));
+    batch.push(entry(&holds[12].0, &owners[0]));
+    batch.push(entry("no-such-hold", &owners[1]));
+    batch.push(entry(&holds[13].0, "not an owner"));
+    let r = client.release_many(ReleaseManyRequest { holds: batch }).await.expect("release many").into_inner();
+    assert_eq!(r.released, 12, "four owners' twelve holds, the duplicate once, the others not: {r:?}");
+    assert_eq!(r.rejected, vec![entry(&holds[13].0, "not an owner")]);
+    for sku in skus {
+        assert_eq!(levels(&app, &admin, sku).await, (1_000, 4, 996), "{sku}: only the last two owners' units stay held");
+    }
+    let again = client.release_many(ReleaseManyRequest { holds: vec![entry(&holds[0].0, &holds[0].1)] }).await.unwrap().into_inner();
+    assert_eq!(again.released, 0, "a second release releases nothing");
+    app.assert_inventory_consistent(&admin).await;
+
+    // Batches over the same SKUs, listed in different orders, race each other and fresh holds.
+    let racers: Vec<String> = (0..24).map(|i| owner(&format!("racer{i}"))).collect();
+    let mut held: Vec<(String, String)> = Vec::new();
+    for (i, o) in racers.iter().enumerate() {
+        held.push((hold_one(&mut client, o, skus[i % 3], 1).await.hold_id, o.clone()));
+    }
+    let batches = held.chunks(4).enumerate().map(|(i, chunk)| {
+        let mut c = client.clone();
+        let mut list: Vec<OwnedHold> = chunk.iter().map(|(id, o)| entry(id, o)).collect();
+        if i % 2 == 1 {
+            list.reverse();
+        }
+        async move { c.release_many(ReleaseManyRequest { holds: list }).await.expect("release many").into_inner().released }
+    });
+    let newcomers: Vec<String> = (0..12).map(|i| owner(&format!("late{i}"))).collect();
+    let fresh = newcomers.iter().enumerate().map(|(i, o)| {
+        let mut c = client.clone();
+        let req = HoldRequest { owner: o.clone(), lines: vec![line(skus[2 - i % 3], 1), line(skus[i % 3], 1)], ttl_seconds: 0 };
+        async move { c.hold(req).await.expect("hold").into_inner() }
+    });
+    let (released, replies) = futures::future::join(futures::future::join_all(batches), futures::future::join_all(fresh)).await;
+    assert_eq!(released.iter().sum::<i64>(), 24, "every racer's hold released once: {released:?}");
+    assert!(replies.iter().all(|r| r.outcome() == Outcome::Held), "{replies:?}");
+    let mut late_units = [0i64; 3];
+    for i in 0..12 {
+        late_units[2 - i % 3] += 1;
+        late_units[i % 3] += 1;
+    }
+    for (sku, late) in skus.iter().zip(late_units) {
+        assert_eq!(levels(&app, &admin, sku).await, (1_000, 4 + late, 996 - late), "{sku}");
+    }
     app.assert_inventory_consistent(&admin).await;
     app.cleanup().await;
 }
