@@ -147,6 +147,18 @@ impl Db {
         }
     }
 
+    /// A subquery listing the elements of a JSON array bound at `param` (such as `$1`), each
+    /// cast to `sql_type` (`bigint`, `text`): `x IN (<this>)` takes a list of any length with
+    /// one statement text. Lists spliced in as `$2, $3, …` make a new statement for every
+    /// length, which the driver prepares again and keeps in its per-connection cache, pushing
+    /// out the statements every request uses.
+    pub fn json_array_elements(&self, param: &str, sql_type: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("SELECT value::{sql_type} FROM json_array_elements_text({param}::json)"),
+            Dialect::Sqlite => format!("SELECT value FROM json_each({param})"),
+        }
+    }
+
     /// Applies the platform's tables and then the service's own migrations, each set with its
     /// own bookkeeping table so their version numbers never collide.
     pub async fn migrate(&self, service: &Migrations) -> Result<(), DbError> {

@@ -104,6 +104,11 @@ async fn events_committed_before_a_crash_are_delivered_after_restart_exactly_onc
     // "Crash": events are committed, but no relay ever runs in this life.
     commit_events(&producer, &outbox, &["a", "b", "c"]).await;
     assert_eq!(unpublished(&producer).await, 3);
+    let (id, subject, payload, created_at): (String, String, Vec<u8>, i64) =
+        sqlx::query_as("SELECT id, subject, payload, created_at FROM outbox ORDER BY seq LIMIT 1")
+            .fetch_one(producer.pool())
+            .await
+            .unwrap();
     producer.close().await;
 
     // Restart: relay and consumer come up and catch up.
@@ -113,13 +118,20 @@ async fn events_committed_before_a_crash_are_delivered_after_restart_exactly_onc
     let stop = pipeline(&producer, &consumer_db, &bus, &outbox, &infra, &clock);
     assert_eq!(wait_applied(&consumer_db, 3).await, ["a", "b", "c"]);
     assert_eq!(unpublished(&producer).await, 0);
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(producer.pool()).await.unwrap();
+    assert_eq!(left, 0, "published rows are deleted");
 
     // The bus delivers an event again (a relay that crashed after publishing but before
-    // marking the row): no second effect.
-    let (payload,): (Vec<u8>,) =
-        sqlx::query_as("SELECT payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(producer.pool()).await.unwrap();
+    // deleting the row): no second effect.
     let envelope: Envelope = serde_json::from_slice(&payload).unwrap();
-    sqlx::query("UPDATE outbox SET published_at = NULL").execute(producer.pool()).await.unwrap();
+    sqlx::query("INSERT INTO outbox (id, subject, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(&subject)
+        .bind(&payload)
+        .bind(created_at)
+        .execute(producer.pool())
+        .await
+        .unwrap();
     outbox.wake();
     for _ in 0..100 {
         if unpublished(&producer).await == 0 {
