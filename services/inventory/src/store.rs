@@ -167,22 +167,25 @@ pub async fn release_many_one_statement(
     now: i64,
     released: &[OutboxRow],
 ) -> Result<Vec<String>, sqlx::Error> {
-    // The Any driver binds no arrays: the entries arrive as a VALUES list.
-    let values: Vec<String> = (0..entries.len())
-        .map(|i| {
-            let p = 3 + 4 * i;
-            format!("(${p}::text, ${}::text, ${}::text, ${}::bytea)", p + 1, p + 2, p + 3)
-        })
-        .collect();
-    let sql = format!(
-        "WITH r (id, owner, event_id, payload) AS (VALUES {}), \
+    // The Any driver binds no arrays: the entries arrive as one JSON array, so every batch
+    // size shares one prepared statement.
+    let mut list = Vec::with_capacity(entries.len());
+    for ((id, owner), row) in entries.iter().zip(released) {
+        let payload: serde_json::Value = serde_json::from_slice(&row.payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        list.push(serde_json::json!({"id": id, "owner": owner, "event_id": row.id, "payload": payload}));
+    }
+    let list = serde_json::to_string(&list).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let subject = released.first().map(|r| r.subject.clone()).unwrap_or_default();
+    sqlx::query_scalar(
+        "WITH r AS ( \
+           SELECT * FROM json_to_recordset($1::json) AS r(id text, owner text, event_id text, payload jsonb)), \
          d AS ( \
            DELETE FROM holds h USING r WHERE h.id = r.id AND h.owner = r.owner \
            RETURNING h.id, h.owner, h.sku, h.quantity, r.event_id, r.payload), \
          ls AS MATERIALIZED ( \
            SELECT sku FROM stock WHERE sku IN (SELECT sku FROM d) ORDER BY sku FOR UPDATE), \
          s AS ( \
-           UPDATE stock SET held = stock.held - x.q, updated_at = $1 \
+           UPDATE stock SET held = stock.held - x.q, updated_at = $2 \
            FROM (SELECT sku, sum(quantity) AS q FROM d GROUP BY sku) x \
            WHERE stock.sku = x.sku AND stock.sku IN (SELECT sku FROM ls) RETURNING stock.sku), \
          lo AS MATERIALIZED ( \
@@ -194,17 +197,15 @@ pub async fn release_many_one_statement(
            WHERE owner_holds.owner = y.owner AND owner_holds.owner IN (SELECT owner FROM lo)), \
          e AS ( \
            INSERT INTO outbox (id, subject, payload, created_at) \
-           SELECT d.event_id, $2, convert_to(jsonb_set(jsonb_set(convert_from(d.payload, 'UTF8')::jsonb, \
-               '{{data,sku}}', to_jsonb(d.sku)), '{{data,quantity}}', to_jsonb(d.quantity))::text, 'UTF8'), $1 FROM d) \
+           SELECT d.event_id, $3, convert_to(jsonb_set(jsonb_set(d.payload, \
+               '{data,sku}', to_jsonb(d.sku)), '{data,quantity}', to_jsonb(d.quantity))::text, 'UTF8'), $2 FROM d) \
          SELECT id FROM d",
-        values.join(", ")
-    );
-    let subject = released.first().map(|r| r.subject.clone()).unwrap_or_default();
-    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(subject);
-    for ((id, owner), row) in entries.iter().zip(released) {
-        q = q.bind(id).bind(owner).bind(&row.id).bind(&row.payload);
-    }
-    q.fetch_all(db.pool()).await
+    )
+    .bind(list)
+    .bind(now)
+    .bind(subject)
+    .fetch_all(db.pool())
+    .await
 }
 
 /// Takes `quantity` units of `sku` if that many are available; the counters after, or `None`.
@@ -399,13 +400,9 @@ pub async fn levels(db: &Db, skus: &[String], now: i64) -> Result<Vec<(String, L
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (0..skus.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!("SELECT s.sku, s.quantity, {LIVE_HELD} FROM stock s WHERE s.sku IN ({})", placeholders.join(", "));
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-    for sku in skus {
-        q = q.bind(sku);
-    }
-    let rows = q.fetch_all(db.pool()).await?;
+    let sql = format!("SELECT s.sku, s.quantity, {LIVE_HELD} FROM stock s WHERE s.sku IN ({})", db.json_array_elements("$2", "text"));
+    let list = serde_json::to_string(skus).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(list).fetch_all(db.pool()).await?;
     Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), Level { quantity: r.get(1), held: r.get(2) })).collect())
 }
 

@@ -587,15 +587,11 @@ pub async fn releases_done(db: &Db, hold_ids: &[String]) -> Result<(), sqlx::Err
     if hold_ids.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (1..=hold_ids.len()).map(|i| format!("${i}")).collect();
     // A lost delete only sends a release again, which inventory ignores: no flush to wait for.
     let using = db.relaxed_commit().map(|r| format!(" USING {r}")).unwrap_or_default();
-    let sql = format!("DELETE FROM hold_releases{using} WHERE hold_id IN ({})", placeholders.join(", "));
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in hold_ids {
-        q = q.bind(id);
-    }
-    q.execute(db.pool()).await?;
+    let sql = format!("DELETE FROM hold_releases{using} WHERE hold_id IN ({})", db.json_array_elements("$1", "text"));
+    let ids = serde_json::to_string(hold_ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ids).execute(db.pool()).await?;
     Ok(())
 }
 
