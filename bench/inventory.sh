@@ -9,6 +9,9 @@
 # Phases, each on one hot SKU and on many (MANY, 1,000): gRPC straight to inventory (Hold,
 # Release); through the gateway as shoppers (add to cart, remove from cart; the shop holds and
 # releases; the bench SKUs are made catalog products first); pgbench on both SKU counts.
+# The shop sends its releases in batches (inventory's ReleaseMany), so the gateway phases are
+# also set against a pgbench run of the same batches: B holds then one batch release, B the
+# mean batch that phase reached (read off inventory's metrics).
 # After every service phase: wait for all holds to be gone, check that no SKU is oversold or
 # changed and that the admin consistency check passes. Results: one JSON file under
 # bench/results/ and a summary on stdout.
@@ -128,11 +131,18 @@ bench() {
   "$BIN/motorpool-inventory-bench" --gateway "http://$GW" --inventory "http://$INV" \
     --admin-email bench-admin@motorpool.local --admin-password bench-admin-password "$@"
 }
+# The sum of one of inventory's counters over its label sets.
+counter() { curl -fs "http://$INV/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { print s + 0 }'; }
 run() {
   bench --mode "$1" --skus "$2" --setup-only >/dev/null
   settle_db
   others "$1_$2_start"
+  local batches holds
+  batches=$(counter inventory_release_batches_total) holds=$(counter inventory_release_batch_holds_total)
   bench --mode "$1" --skus "$2" --clients "$CLIENTS" --duration-secs "$SECS" --warmup-secs "$WARMUP"
+  # The shop's release queue sends its releases in batches: their mean size this phase.
+  echo "$(( $(counter inventory_release_batches_total) - batches )) $(( $(counter inventory_release_batch_holds_total) - holds ))" \
+    >"$WORK/batches_$1_$2"
   others "$1_$2_end"
 }
 # The gateway phases need the shop's cart; wait for its catalog to be served.
@@ -181,6 +191,41 @@ pgb() {
 pgb 1
 pgb "$MANY"
 
+# The gateway phases' own ceiling: the shop releases in batches (ReleaseMany), so pgbench runs
+# script runs of B holds and one batch release of them, B the mean batch of that phase
+# (bench/inventory-release-batch.sql after B copies of the hold statement); pairs/s = tps x B.
+pgbb() {
+  local b
+  b=$(awk '{ print ($1 > 0) ? int($2 / $1 + 0.5) : 1 }' "$WORK/batches_gateway_$1")
+  [ "$b" -ge 1 ] || b=1
+  python3 - "$b" >"$WORK/batch$1.sql" <<'PY'
+import re, sys
+b = int(sys.argv[1])
+text = open("bench/inventory-hold.sql").read()
+end = "SELECT quantity, held FROM s;"
+hold = text[text.index("WITH s AS ("):text.index(end) + len(end)]
+out = [line for line in text.splitlines() if line.startswith("\\set") and not line.startswith("\\set i ")]
+out += [f"\\set i{k} random(1, :skus)" for k in range(1, b + 1)]
+out += [re.sub(r":i\b", f":i{k}", hold).replace(":r::text", f":r::text || '-{k}'") for k in range(1, b + 1)]
+out.append(open("bench/inventory-release-batch.sql").read())
+print("\n".join(out))
+PY
+  echo "$b" >"$WORK/pgbb$1.b"
+  settle_db
+  others "pgbench_batch_$1_start"
+  pgbench -n -M prepared -f "$WORK/batch$1.sql" -D skus="$1" -D b="$b" -D now="$(date +%s%3N)" \
+    -D "created=$CREATED" -D "low=$LOW" -D "released=$RELEASED" \
+    -c "$CLIENTS" -j 2 -T "$SECS" "$PG/${RUN}_inventory" 2>"$WORK/pgbb$1.err" >"$WORK/pgbb$1.out" \
+    || { cat "$WORK/pgbb$1.err" >&2; exit 1; }
+  others "pgbench_batch_$1_end"
+  psql "$PG/${RUN}_inventory" -Atc \
+    "select count(*) filter (where held <> 0) || ' ' || count(*) filter (where held > quantity) from stock" >"$WORK/pgbb$1.check"
+}
+if [ "$SHOP" = 1 ]; then
+  [ -f "$WORK/batches_gateway_1" ] && pgbb 1
+  [ -f "$WORK/batches_gateway_$MANY" ] && pgbb "$MANY"
+fi
+
 python3 - "$WORK" "$CLIENTS" "$SECS" "$OUT" "${CMD[*]}" "$MANY" "$GRPC_1" "$GRPC_MANY" "$GW_1" "$GW_MANY" <<'PY'
 import glob, json, os, re, sys
 work, clients, secs, out, services, many = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
@@ -198,6 +243,21 @@ def pgbench(skus):
             "p50_us": pick(0.50), "p99_us": pick(0.99), "skus_left_held": held, "skus_oversold": oversold}
 
 pg = {int(m.group(1)): pgbench(int(m.group(1))) for f in glob.glob(f"{work}/pgb*.out") if (m := re.search(r"pgb(\d+)\.out$", f))}
+
+def pgbench_batched(skus):
+    text = open(f"{work}/pgbb{skus}.out").read()
+    b = int(open(f"{work}/pgbb{skus}.b").read())
+    held, oversold = (int(x) for x in open(f"{work}/pgbb{skus}.check").read().split())
+    runs = float(re.search(r"^tps = ([\d.]+)", text, re.M).group(1))
+    return {"skus": skus, "batch": b, "script_runs_per_sec": runs, "tps": runs * b,
+            "failed": int(re.search(r"number of failed transactions: (\d+)", text).group(1)),
+            "skus_left_held": held, "skus_oversold": oversold}
+
+pgb = {int(m.group(1)): pgbench_batched(int(m.group(1))) for f in glob.glob(f"{work}/pgbb*.out") if (m := re.search(r"pgbb(\d+)\.out$", f))}
+batches = {}
+for f in glob.glob(f"{work}/batches_gateway_*"):
+    calls, holds = (int(x) for x in open(f).read().split())
+    batches[int(f.rsplit("_", 1)[1])] = {"release_many_calls": calls, "holds_released": holds}
 hz, cores = os.sysconf("SC_CLK_TCK"), os.cpu_count()
 marks = {}
 for line in open(f"{work}/others.txt"):
@@ -209,7 +269,8 @@ for name, (t1, idle1, own1) in marks.items():
         capacity = (t1 - start[0]) * hz * cores
         others[name[:-4]] = {"others_cpu_pct": round(max(0.0, capacity - (idle1 - start[1]) - (own1 - start[2])) / capacity * 100, 1),
                              "own_cpu_pct": round((own1 - start[2]) / capacity * 100, 1)}
-res = {"services": services, "clients": clients, "seconds": secs, "pgbench": list(pg.values()), "phases": phases, "others": others}
+res = {"services": services, "clients": clients, "seconds": secs, "pgbench": list(pg.values()),
+       "pgbench_batched": list(pgb.values()), "release_batches": batches, "phases": phases, "others": others}
 targets = {"grpc": 0.50, "gateway": 0.30}
 ms = lambda us: f"{us / 1000:.2f}"
 def busy(phase):
@@ -218,11 +279,17 @@ def busy(phase):
 for n, r in sorted(pg.items()):
     print(f"pgbench, {n} SKUs: {r['tps']:.0f} ops/s, p50 {ms(r['p50_us'])} ms, p99 {ms(r['p99_us'])} ms, "
           f"failed {r['failed']}, SKUs left held {r['skus_left_held']}, oversold {r['skus_oversold']} {busy(f'pgbench_{n}')}")
+for n, r in sorted(pgb.items()):
+    print(f"pgbench with batched releases of {r['batch']}, {n} SKUs: {r['tps']:.0f} ops/s ({r['script_runs_per_sec']:.0f} script runs/s), "
+          f"failed {r['failed']}, SKUs left held {r['skus_left_held']}, oversold {r['skus_oversold']} {busy(f'pgbench_batch_{n}')}")
 for name, r in phases.items():
     if r is None:
         print(f"{name}: not run")
         continue
-    ceiling = pg[r["skus"]]["tps"]
+    # The gateway phases release in batches: their ceiling runs the same batches.
+    single = pg[r["skus"]]["tps"]
+    ceiling = pgb[r["skus"]]["tps"] if r["mode"] == "gateway" and r["skus"] in pgb else single
+    r["vs_pgbench_single_release"] = r["ops_per_sec_with_drain"] / single
     # Through the gateway an op ends when the shop has sent its release: count the drain.
     rate = r["ops_per_sec_with_drain"]
     ratio = rate / ceiling
@@ -234,7 +301,8 @@ for name, r in phases.items():
           f"= {ratio:.0%} of pgbench (target {target:.0%}: {'met' if ratio >= target else 'MISSED'}); "
           f"op p50 {ms(r['p50_us'])} / p99 {ms(r['p99_us'])} ms, hold p50 {ms(r['hold_p50_us'])} / p99 {ms(r['hold_p99_us'])} ms; "
           f"refused {sum(r['refused'].values())}{' ' + str(r['refused']) if r['refused'] else ''}, errors {r['errors']}, oversold SKUs {st['oversold_skus']}, quantity changed {st['quantity_changed_skus']}, "
-          f"held at end {st['held_at_end']} -> {st['held_after']} after {st['drain_ms']} ms, consistent {r['consistent']} {busy(name)}")
+          f"held at end {st['held_at_end']} -> {st['held_after']} after {st['drain_ms']} ms, consistent {r['consistent']} {busy(name)}"
+          + (f"; vs pgbench with single releases {r['vs_pgbench_single_release']:.0%}" if ceiling != single else ""))
 json.dump(res, open(out, "w"), indent=2)
 print(f"written to {out}")
 PY

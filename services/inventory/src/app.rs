@@ -67,6 +67,10 @@ pub struct InventoryMetrics {
     committed: Counter,
     expired: Counter,
     lazily_expired: Counter,
+    /// `ReleaseMany` statements that released something, and the holds they released: their
+    /// ratio is the batch size the callers' queues reach.
+    release_batches: Counter,
+    batch_released: Counter,
 }
 
 impl InventoryMetrics {
@@ -81,6 +85,8 @@ impl InventoryMetrics {
             committed: ended("committed"),
             expired: ended("expired_by_sweeper"),
             lazily_expired: ended("expired_on_demand"),
+            release_batches: m.counter("inventory_release_batches_total", "ReleaseMany calls that released at least one hold", &[]),
+            batch_released: m.counter("inventory_release_batch_holds_total", "Holds released by ReleaseMany calls", &[]),
         }
     }
 }
@@ -482,6 +488,10 @@ impl Inventory {
                 let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
                 released += self.release(&ids, &chunk[0].1).await?;
             }
+            if released > 0 {
+                self.metrics.release_batches.add(1);
+                self.metrics.batch_released.add(released as u64);
+            }
             return Ok((released, rejected));
         }
         let mut rows = Vec::with_capacity(good.len());
@@ -495,6 +505,8 @@ impl Inventory {
                     if !ids.is_empty() {
                         self.outbox.wake();
                         self.metrics.released.add(ids.len() as u64);
+                        self.metrics.release_batches.add(1);
+                        self.metrics.batch_released.add(ids.len() as u64);
                     }
                     return Ok((ids.len() as i64, rejected));
                 }
