@@ -159,6 +159,10 @@ const LEASE_WAIT: Duration = Duration::from_secs(5);
 const LEASE_POLL: Duration = Duration::from_millis(10);
 /// A pending order untouched this long is re-driven by the background task.
 const STALE_ORDER_MS: i64 = 20_000;
+/// Most queued hold releases one round of the release queue sends, and the most in one
+/// `ReleaseMany` (inventory takes at most 100).
+const RELEASE_ROUND: usize = 256;
+const RELEASE_BATCH: usize = 64;
 
 pub fn owner(cart_id: &str) -> String {
     format!("cart:{cart_id}")
@@ -726,33 +730,46 @@ impl Shop {
 
     async fn release_due(&self) -> Result<(), ShopError> {
         loop {
-            let due = store::due_releases(&self.db, self.clock.now_ms(), 100).await?;
+            let due = store::due_releases(&self.db, self.clock.now_ms(), RELEASE_ROUND as i64).await?;
             if due.is_empty() {
                 return Ok(());
             }
-            let mut client = self.inventory().await?;
-            // One call releases the whole batch; inventory takes it in one statement.
-            let holds = due.iter().map(|(hold_id, owner, _)| inv::OwnedHold { hold_id: hold_id.clone(), owner: owner.clone() }).collect();
-            match client.release_many(request(inv::ReleaseManyRequest { holds })).await {
-                Ok(reply) => {
-                    for r in reply.into_inner().rejected {
-                        tracing::warn!(hold_id = r.hold_id, owner = r.owner, "inventory refused a release as malformed; dropped");
+            let client = self.inventory().await?;
+            // A few batches at once, each one ReleaseMany that inventory takes in one statement
+            // (they lock stock rows in one order, so they queue rather than deadlock).
+            let calls = due.chunks(RELEASE_BATCH).map(|batch| {
+                let mut client = client.clone();
+                let holds =
+                    batch.iter().map(|(hold_id, owner, _)| inv::OwnedHold { hold_id: hold_id.clone(), owner: owner.clone() }).collect();
+                async move { (batch, client.release_many(request(inv::ReleaseManyRequest { holds })).await) }
+            });
+            let mut done = Vec::with_capacity(due.len());
+            let mut failed = None;
+            for (batch, outcome) in futures::future::join_all(calls).await {
+                match outcome {
+                    Ok(reply) => {
+                        for r in reply.into_inner().rejected {
+                            tracing::warn!(hold_id = r.hold_id, owner = r.owner, "inventory refused a release as malformed; dropped");
+                        }
+                        done.extend(batch.iter().map(|(hold_id, _, _)| hold_id.clone()));
                     }
-                    // One statement forgets the whole batch.
-                    let done: Vec<String> = due.into_iter().map(|(hold_id, _, _)| hold_id).collect();
-                    store::releases_done(&self.db, &done).await?;
-                    if done.len() < 100 {
-                        return Ok(());
+                    Err(s) => {
+                        // Tried again later, backing off; releasing an id no longer held is a no-op.
+                        for (hold_id, _, attempts) in batch {
+                            let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
+                            store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
+                        }
+                        failed = Some(peer_error("inventory", &s));
                     }
                 }
-                Err(s) => {
-                    // Tried again later, backing off; releasing an id no longer held is a no-op.
-                    for (hold_id, _, attempts) in &due {
-                        let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
-                        store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
-                    }
-                    return Err(peer_error("inventory", &s));
-                }
+            }
+            // One statement forgets every released hold of the round.
+            store::releases_done(&self.db, &done).await?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if due.len() < RELEASE_ROUND {
+                return Ok(());
             }
         }
     }
