@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use motorpool_configurator::ConfiguratorConfig;
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
 use motorpool_inventory::InventoryConfig;
@@ -26,6 +27,7 @@ pub const SERVICES: &[&str] = &[
     motorpool_payments::NAME,
     motorpool_inventory::NAME,
     motorpool_shop::NAME,
+    motorpool_configurator::NAME,
     motorpool_notifications::NAME,
     motorpool_gateway::NAME,
 ];
@@ -67,6 +69,7 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub inventory: InventoryConfig,
     pub shop: ShopConfig,
+    pub configurator: ConfiguratorConfig,
     pub notifications: NotificationsConfig,
 }
 
@@ -83,6 +86,7 @@ impl Default for Config {
             ("inventory", "127.0.0.1:8111"),
             ("shop", "127.0.0.1:8112"),
             ("notifications", "127.0.0.1:8114"),
+            ("configurator", "127.0.0.1:8115"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), addr(v)))
@@ -104,6 +108,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             inventory: InventoryConfig::default(),
             shop: ShopConfig::default(),
+            configurator: ConfiguratorConfig::default(),
             notifications: NotificationsConfig::default(),
         }
     }
@@ -153,6 +158,7 @@ impl Config {
         self.notifications.validate()?;
         self.inventory.validate()?;
         self.shop.validate()?;
+        self.configurator.validate()?;
         Ok(())
     }
 

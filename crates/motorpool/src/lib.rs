@@ -22,6 +22,7 @@ pub fn service_def(name: &str, cfg: &Config) -> Option<Box<dyn ServiceDef>> {
         motorpool_payments::NAME => Some(Box::new(motorpool_payments::PaymentsService { config: cfg.payments.clone() })),
         motorpool_inventory::NAME => Some(Box::new(motorpool_inventory::InventoryService { config: cfg.inventory.clone() })),
         motorpool_shop::NAME => Some(Box::new(motorpool_shop::ShopService { config: cfg.shop.clone(), demo_data: cfg.demo_data })),
+        motorpool_configurator::NAME => Some(Box::new(motorpool_configurator::ConfiguratorService { config: cfg.configurator.clone() })),
         motorpool_notifications::NAME => {
             Some(Box::new(motorpool_notifications::NotificationsService { config: cfg.notifications.clone() }))
         }
@@ -127,6 +128,7 @@ pub fn openapi() -> serde_json::Value {
         motorpool_payments::openapi(),
         motorpool_inventory::openapi(),
         motorpool_shop::openapi(),
+        motorpool_configurator::openapi(),
         motorpool_notifications::openapi(),
     ];
     let mut paths = serde_json::Map::new();

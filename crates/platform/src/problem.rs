@@ -60,6 +60,7 @@ codes! {
     HoldLimitExceeded => (StatusCode::CONFLICT, "hold_limit_exceeded", "Holding more units is not allowed"),
     CartEmpty => (StatusCode::CONFLICT, "cart_empty", "The cart is empty"),
     CheckoutFailed => (StatusCode::CONFLICT, "checkout_failed", "The order could not be completed; any payment was refunded"),
+    InvalidConfiguration => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", "The configuration breaks the catalog's rules"),
     TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests"),
     TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "Too many failed attempts"),
     Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),

@@ -48,6 +48,9 @@ pub const RULES: &[Rule] = &[
     // token as `?access_token=` (or the header) and the shop verifies it itself.
     Rule { prefix: "/api/cart/ws", service: "shop", access: Access::Public },
     Rule { prefix: "/cart/update-product", service: "shop", access: Access::Public },
+    // The showroom is open to everyone; a token, when sent, makes the saves the caller's, and
+    // the configurator verifies it itself (`/mine` requires one).
+    Rule { prefix: "/api/configure", service: "configurator", access: Access::Public },
     Rule { prefix: "/api/notifications", service: "notifications", access: Access::User },
     // A browser's EventSource cannot send an Authorization header: the stream takes the token
     // as `?access_token=` and notifications verifies it itself.

@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod browser;
+mod configurator;
 mod events;
 mod gateway;
 mod helpers;

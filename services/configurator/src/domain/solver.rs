@@ -87,6 +87,7 @@ pub enum SelectionError {
 
 /// Everything a configurator screen shows for a partial selection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Evaluation {
     pub catalog_version: u32,
     /// Some valid configuration contains every pick.
@@ -142,6 +143,7 @@ pub struct RuleRef {
 
 /// A valid configuration and its price.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Completion {
     pub options: Vec<String>,
     pub price: Price,

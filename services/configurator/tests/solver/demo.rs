@@ -164,7 +164,7 @@ fn the_evaluation_serializes_for_the_wire() {
     let configurator = configurator();
     let evaluation = configurator.evaluate(&picks(&configurator, &["volt-s"]));
     let json = serde_json::to_value(&evaluation).expect("serializable");
-    assert_eq!(json["catalog_version"], 1);
+    assert_eq!(json["catalogVersion"], 1);
     let exhaust = json["options"].as_array().expect("options").iter().find(|o| o["option"] == "sport-exhaust").expect("present");
     assert_eq!(exhaust["state"], "unavailable");
     assert_eq!(exhaust["because"]["rules"][0]["id"], "ev-no-sport-exhaust");

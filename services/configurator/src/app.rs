@@ -1,0 +1,269 @@
+//! The configurator's use cases: resolve what a customer typed into option codes, evaluate a
+//! selection, save a configuration, serve the popular ones, and keep live sessions in the
+//! cache so that any replica can continue them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use motorpool_platform::cache::Cache;
+use motorpool_platform::clock::Clock;
+use motorpool_platform::db::Db;
+use motorpool_platform::events::Outbox;
+use motorpool_platform::money::MoneyView;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfiguratorConfig;
+use crate::domain::{Because, Catalog, Configurator, Evaluation, MODEL_GROUP, Selection};
+use crate::events;
+use crate::store::{self, ConfigurationRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfiguratorError {
+    /// Values that name no option (or more than one), as `(field, message)`.
+    #[error("unknown options")]
+    Unresolved(Vec<(String, String)>),
+    /// No valid configuration contains the picks.
+    #[error("the configuration breaks the catalog's rules")]
+    Invalid(Box<Because>),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("cache: {0}")]
+    Cache(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<motorpool_platform::cache::CacheError> for ConfiguratorError {
+    fn from(e: motorpool_platform::cache::CacheError) -> Self {
+        ConfiguratorError::Cache(e.to_string())
+    }
+}
+
+/// One live configuration session, as kept in the cache between messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: String,
+    pub picks: Vec<String>,
+}
+
+/// A popular configuration: how often it was saved, and one saved instance of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Popular {
+    pub saves: i64,
+    pub config_id: String,
+    pub model: String,
+    pub options: Vec<String>,
+    pub price: MoneyView,
+    pub catalog_version: i64,
+}
+
+const POPULAR_KEY: &str = "configurator:popular";
+/// How many popular configurations are served.
+pub const POPULAR_LIMIT: i64 = 10;
+
+pub struct App {
+    pub db: Db,
+    pub outbox: Outbox,
+    pub cache: Cache,
+    pub clock: Clock,
+    pub cfg: ConfiguratorConfig,
+    /// The current catalog, compiled.
+    pub engine: Arc<Configurator>,
+}
+
+impl App {
+    /// Stores the catalog as its version (if new) and compiles the newest stored one.
+    pub async fn load_catalog(db: &Db, seed: &Catalog, now: i64) -> anyhow::Result<Configurator> {
+        let body = serde_json::to_string(seed)?;
+        store::insert_catalog(db, i64::from(seed.version), &body, now).await?;
+        let latest = store::find_latest_catalog(db).await?.ok_or_else(|| anyhow::anyhow!("no catalog stored"))?;
+        let catalog: Catalog = serde_json::from_str(&latest)?;
+        Ok(Configurator::new(catalog)?)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        self.engine.catalog()
+    }
+
+    /// The option of `group` that `value` names: its code or its name (any case), else the
+    /// one option whose name contains `value` as a whole word ("V6" → "3.0 V6 petrol").
+    fn resolve_one(&self, group: &str, value: &str) -> Result<String, String> {
+        let wanted = value.trim().to_lowercase();
+        let members: Vec<_> = self.catalog().options.iter().filter(|o| o.group == group).collect();
+        if let Some(o) = members.iter().find(|o| o.code.to_lowercase() == wanted || o.name.to_lowercase() == wanted) {
+            return Ok(o.code.clone());
+        }
+        let by_word: Vec<_> = members
+            .iter()
+            .filter(|o| o.name.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '.').any(|w| !w.is_empty() && w == wanted))
+            .collect();
+        match by_word.as_slice() {
+            [o] => Ok(o.code.clone()),
+            [] => Err(format!("no {group} option is called {value:?}; choose one of {}", codes(members.iter().copied()))),
+            many => Err(format!("{value:?} could be any of {}; use the code", codes(many.iter().map(|o| **o)))),
+        }
+    }
+
+    /// Turns the seed's fields into picks: `(group, value)` pairs, the model decided when absent.
+    pub fn resolve(&self, model: Option<&str>, fields: &[(&str, &str, &str)]) -> Result<Vec<String>, ConfiguratorError> {
+        let mut picks = Vec::new();
+        let mut errors = Vec::new();
+        for (field, group, value) in fields {
+            match self.resolve_one(group, value) {
+                Ok(code) if !picks.contains(&code) => picks.push(code),
+                Ok(_) => {}
+                Err(e) => errors.push(((*field).to_owned(), e)),
+            }
+        }
+        let model = match model {
+            Some(m) => match self.resolve_one(MODEL_GROUP, m) {
+                Ok(code) => Some(code),
+                Err(e) => {
+                    errors.push(("model".into(), e));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(ConfiguratorError::Unresolved(errors));
+        }
+        let model = model.unwrap_or_else(|| self.fitting_model(&picks));
+        picks.insert(0, model);
+        Ok(picks)
+    }
+
+    /// The model for picks that name none: the configured default if they fit it, else the
+    /// first model in catalog order they fit, else the default (which then explains why not).
+    pub fn fitting_model(&self, picks: &[String]) -> String {
+        let fits = |model: &str| {
+            let mut all = vec![model.to_owned()];
+            all.extend(picks.iter().cloned());
+            self.engine.selection(&all).map(|s| self.engine.evaluate(&s).is_consistent).unwrap_or(false)
+        };
+        if fits(&self.cfg.default_model) {
+            return self.cfg.default_model.clone();
+        }
+        let models = self.catalog().options.iter().filter(|o| o.group == MODEL_GROUP);
+        models.map(|o| o.code.clone()).find(|m| fits(m)).unwrap_or_else(|| self.cfg.default_model.clone())
+    }
+
+    /// Codes to a selection; unknown codes are reported by field `options`.
+    pub fn selection(&self, picks: &[String]) -> Result<Selection, ConfiguratorError> {
+        self.engine.selection(picks).map_err(|e| ConfiguratorError::Unresolved(vec![("options".into(), e.to_string())]))
+    }
+
+    pub fn evaluate(&self, picks: &[String]) -> Result<Evaluation, ConfiguratorError> {
+        Ok(self.engine.evaluate(&self.selection(picks)?))
+    }
+
+    /// Saves the picks completed to their cheapest valid configuration, for `owner` if signed in.
+    pub async fn save(&self, picks: &[String], owner: Option<&str>) -> Result<ConfigurationRow, ConfiguratorError> {
+        let evaluation = self.evaluate(picks)?;
+        let Some(completion) = evaluation.cheapest else {
+            return Err(ConfiguratorError::Invalid(Box::new(evaluation.conflict.unwrap_or_default())));
+        };
+        let catalog = self.catalog();
+        let model = completion
+            .options
+            .iter()
+            .find(|code| catalog.options.iter().any(|o| o.code == **code && o.group == MODEL_GROUP))
+            .cloned()
+            .ok_or_else(|| ConfiguratorError::Internal("a complete configuration without a model".into()))?;
+        let mut sorted = completion.options.clone();
+        sorted.sort();
+        let json = |v: &[String]| serde_json::to_string(v).map_err(|e| ConfiguratorError::Internal(e.to_string()));
+        let row = ConfigurationRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            owner_id: owner.map(str::to_owned),
+            share_code: share_code(),
+            catalog_version: i64::from(catalog.version),
+            model: model.clone(),
+            picks: json(picks)?,
+            options: json(&completion.options)?,
+            signature: sorted.join(","),
+            price: completion.price.total,
+            currency: completion.price.currency.clone(),
+            created_at: self.clock.now_ms(),
+        };
+        let data = events::ConfigurationSaved {
+            config_id: row.id.clone(),
+            user_id: row.owner_id.clone(),
+            catalog_version: row.catalog_version,
+            model,
+            options: completion.options,
+            price: MoneyView::from_minor(row.price, &row.currency),
+        };
+        let mut tx = self.db.begin_write().await?;
+        store::insert_configuration(&mut tx, &row).await?;
+        self.outbox.add(&mut tx, events::CONFIGURATION_SAVED, &row.id, &data).await?;
+        tx.commit().await?;
+        self.outbox.wake();
+        // The counts changed: the next read counts again.
+        if let Err(e) = self.cache.delete(POPULAR_KEY).await {
+            tracing::warn!(error = %e, "could not drop the cached popular configurations");
+        }
+        Ok(row)
+    }
+
+    /// The most saved configurations, from the cache when it has them.
+    pub async fn popular(&self) -> Result<Vec<Popular>, ConfiguratorError> {
+        match self.cache.get(POPULAR_KEY).await {
+            Ok(Some(bytes)) => {
+                if let Ok(list) = serde_json::from_slice(&bytes) {
+                    return Ok(list);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cache unavailable; counting popular configurations"),
+        }
+        let mut list = Vec::new();
+        for (saves, row) in store::most_saved(&self.db, POPULAR_LIMIT).await? {
+            list.push(Popular {
+                saves,
+                config_id: row.id,
+                model: row.model,
+                options: serde_json::from_str(&row.options).unwrap_or_default(),
+                price: MoneyView::from_minor(row.price, &row.currency),
+                catalog_version: row.catalog_version,
+            });
+        }
+        let bytes = serde_json::to_vec(&list).map_err(|e| ConfiguratorError::Internal(e.to_string()))?;
+        if let Err(e) = self.cache.set(POPULAR_KEY, &bytes, Some(Duration::from_secs(self.cfg.popular_ttl_secs))).await {
+            tracing::warn!(error = %e, "could not cache the popular configurations");
+        }
+        Ok(list)
+    }
+
+    fn session_key(id: &str) -> String {
+        format!("configurator:session:{id}")
+    }
+
+    /// A live session by id, if the cache still has it.
+    pub async fn find_session(&self, id: &str) -> Result<Option<Session>, ConfiguratorError> {
+        let Some(bytes) = self.cache.get(&Self::session_key(id)).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    pub async fn store_session(&self, session: &Session) -> Result<(), ConfiguratorError> {
+        let bytes = serde_json::to_vec(session).map_err(|e| ConfiguratorError::Internal(e.to_string()))?;
+        self.cache.set(&Self::session_key(&session.id), &bytes, Some(Duration::from_secs(self.cfg.session_ttl_secs))).await?;
+        Ok(())
+    }
+}
+
+fn codes<'a>(options: impl Iterator<Item = &'a crate::domain::CatalogOption>) -> String {
+    options.map(|o| o.code.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// A short code that opens a read-only copy: 12 characters of an unambiguous alphabet.
+fn share_code() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}

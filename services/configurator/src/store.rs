@@ -1,0 +1,111 @@
+//! All of the configurator's SQL.
+
+use motorpool_platform::db::{Db, Tx};
+
+/// Stores `body` as catalog `version` unless that version exists already.
+pub async fn insert_catalog(db: &Db, version: i64, body: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO catalogs (version, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING")
+        .bind(version)
+        .bind(body)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The newest catalog's body.
+pub async fn find_latest_catalog(db: &Db) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM catalogs ORDER BY version DESC LIMIT 1").fetch_optional(db.pool()).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConfigurationRow {
+    pub id: String,
+    pub owner_id: Option<String>,
+    pub share_code: String,
+    pub catalog_version: i64,
+    pub model: String,
+    /// JSON array of option codes.
+    pub picks: String,
+    /// JSON array of option codes.
+    pub options: String,
+    pub signature: String,
+    pub price: i64,
+    pub currency: String,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, owner_id, share_code, catalog_version, model, picks, options, signature, price, currency, created_at";
+
+pub async fn insert_configuration(tx: &mut Tx, c: &ConfigurationRow) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO configurations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    )))
+    .bind(&c.id)
+    .bind(&c.owner_id)
+    .bind(&c.share_code)
+    .bind(c.catalog_version)
+    .bind(&c.model)
+    .bind(&c.picks)
+    .bind(&c.options)
+    .bind(&c.signature)
+    .bind(c.price)
+    .bind(&c.currency)
+    .bind(c.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_configuration(db: &Db, id: &str) -> Result<Option<ConfigurationRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM configurations WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+}
+
+pub async fn find_by_share_code(db: &Db, code: &str) -> Result<Option<ConfigurationRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM configurations WHERE share_code = $1")))
+        .bind(code)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// A page of the owner's configurations, newest first, older than the cursor `(created_at, id)`.
+pub async fn list_by_owner(db: &Db, owner: &str, before: Option<(i64, &str)>, limit: i64) -> Result<Vec<ConfigurationRow>, sqlx::Error> {
+    let (at, id) = before.unwrap_or((i64::MAX, ""));
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM configurations WHERE owner_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    )))
+    .bind(owner)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// The most saved configurations: `(saves, a saved configuration of that kind)`, most first.
+pub async fn most_saved(db: &Db, limit: i64) -> Result<Vec<(i64, ConfigurationRow)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT signature, COUNT(*) AS saves FROM configurations GROUP BY signature ORDER BY saves DESC, signature LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (signature, saves) in rows {
+        // The newest one stands for its kind: its price is the most recent.
+        let row: Option<ConfigurationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM configurations WHERE signature = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+        )))
+        .bind(&signature)
+        .fetch_optional(db.pool())
+        .await?;
+        if let Some(row) = row {
+            out.push((saves, row));
+        }
+    }
+    Ok(out)
+}
