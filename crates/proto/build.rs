@@ -1,7 +1,12 @@
 //! Compiles the `.proto` contracts with protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/motorpool/identity.proto", "proto/motorpool/payments.proto", "proto/motorpool/inventory.proto"];
+    let protos = [
+        "proto/motorpool/identity.proto",
+        "proto/motorpool/payments.proto",
+        "proto/motorpool/inventory.proto",
+        "proto/motorpool/configurator.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

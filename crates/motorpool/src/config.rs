@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use motorpool_configurator::ConfiguratorConfig;
+use motorpool_factory::FactoryConfig;
 use motorpool_gateway::GatewayConfig;
 use motorpool_identity::IdentityConfig;
 use motorpool_inventory::InventoryConfig;
@@ -28,6 +29,7 @@ pub const SERVICES: &[&str] = &[
     motorpool_inventory::NAME,
     motorpool_shop::NAME,
     motorpool_configurator::NAME,
+    motorpool_factory::NAME,
     motorpool_notifications::NAME,
     motorpool_gateway::NAME,
 ];
@@ -70,6 +72,7 @@ pub struct Config {
     pub inventory: InventoryConfig,
     pub shop: ShopConfig,
     pub configurator: ConfiguratorConfig,
+    pub factory: FactoryConfig,
     pub notifications: NotificationsConfig,
 }
 
@@ -87,6 +90,7 @@ impl Default for Config {
             ("shop", "127.0.0.1:8112"),
             ("notifications", "127.0.0.1:8114"),
             ("configurator", "127.0.0.1:8115"),
+            ("factory", "127.0.0.1:8116"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), addr(v)))
@@ -109,6 +113,7 @@ impl Default for Config {
             inventory: InventoryConfig::default(),
             shop: ShopConfig::default(),
             configurator: ConfiguratorConfig::default(),
+            factory: FactoryConfig::default(),
             notifications: NotificationsConfig::default(),
         }
     }
@@ -159,6 +164,7 @@ impl Config {
         self.inventory.validate()?;
         self.shop.validate()?;
         self.configurator.validate()?;
+        self.factory.validate()?;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ pub fn service_def(name: &str, cfg: &Config) -> Option<Box<dyn ServiceDef>> {
         motorpool_inventory::NAME => Some(Box::new(motorpool_inventory::InventoryService { config: cfg.inventory.clone() })),
         motorpool_shop::NAME => Some(Box::new(motorpool_shop::ShopService { config: cfg.shop.clone(), demo_data: cfg.demo_data })),
         motorpool_configurator::NAME => Some(Box::new(motorpool_configurator::ConfiguratorService { config: cfg.configurator.clone() })),
+        motorpool_factory::NAME => {
+            Some(Box::new(motorpool_factory::FactoryService { config: cfg.factory.clone(), demo_data: cfg.demo_data }))
+        }
         motorpool_notifications::NAME => {
             Some(Box::new(motorpool_notifications::NotificationsService { config: cfg.notifications.clone() }))
         }
@@ -129,6 +132,7 @@ pub fn openapi() -> serde_json::Value {
         motorpool_inventory::openapi(),
         motorpool_shop::openapi(),
         motorpool_configurator::openapi(),
+        motorpool_factory::openapi(),
         motorpool_notifications::openapi(),
     ];
     let mut paths = serde_json::Map::new();

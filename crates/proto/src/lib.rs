@@ -19,3 +19,9 @@ pub mod inventory {
         tonic::include_proto!("motorpool.inventory.v1");
     }
 }
+
+pub mod configurator {
+    pub mod v1 {
+        tonic::include_proto!("motorpool.configurator.v1");
+    }
+}

@@ -10,6 +10,7 @@ mod app;
 pub mod config;
 pub mod domain;
 pub mod events;
+mod grpc;
 mod routes;
 mod store;
 
@@ -70,8 +71,10 @@ impl ServiceDef for ConfiguratorService {
                 cfg: self.config,
                 engine: Arc::new(engine),
             });
-            let state = routes::AppState { app, verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
-            Ok(ServiceParts::new(routes::router(state), routes::ApiDoc::openapi()))
+            let state = routes::AppState { app: app.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
+            let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());
+            parts.grpc = Some(motorpool_platform::http::grpc_routes(grpc::server(app)));
+            Ok(parts)
         }
         .boxed()
     }

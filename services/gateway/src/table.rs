@@ -51,6 +51,7 @@ pub const RULES: &[Rule] = &[
     // The showroom is open to everyone; a token, when sent, makes the saves the caller's, and
     // the configurator verifies it itself (`/mine` requires one).
     Rule { prefix: "/api/configure", service: "configurator", access: Access::Public },
+    Rule { prefix: "/api/factory", service: "factory", access: Access::User },
     Rule { prefix: "/api/notifications", service: "notifications", access: Access::User },
     // A browser's EventSource cannot send an Authorization header: the stream takes the token
     // as `?access_token=` and notifications verifies it itself.

@@ -467,6 +467,24 @@ impl Inventory {
         unreachable!("the last attempt returns")
     }
 
+    /// Releases every hold of `owner`; how many there were.
+    pub async fn release_owner(&self, owner: &str) -> Result<i64, InventoryError> {
+        domain::check_owner(owner).map_err(InventoryError::Invalid)?;
+        let mut released = 0;
+        loop {
+            // Expired holds too: they still count until the sweeper takes them.
+            let ids: Vec<String> = store::holds_of(&self.db, owner, i64::MIN).await?.into_iter().map(|h| h.id).take(MAX_LINES).collect();
+            if ids.is_empty() {
+                return Ok(released);
+            }
+            let n = self.release(&ids, owner).await?;
+            if n == 0 {
+                return Ok(released);
+            }
+            released += n;
+        }
+    }
+
     /// Releases holds of many owners, as a caller's release queue gathers them: how many were
     /// released, and the entries refused as malformed (retrying those cannot help).
     pub async fn release_many(&self, entries: Vec<(String, String)>) -> Result<(i64, Vec<(String, String)>), InventoryError> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use motorpool_proto::inventory::v1::inventory_server::{Inventory as InventoryRpc, InventoryServer};
 use motorpool_proto::inventory::v1::{
     AdjustRequest, AvailabilityReply, AvailabilityRequest, CommitReply, CommitRequest, ExtendReply, ExtendRequest, Hold, HoldReply,
-    HoldRequest, Outcome, OwnedHold, ReleaseManyReply, ReleaseManyRequest, ReleaseReply, ReleaseRequest, Sale, SetStockRequest, Shortage,
-    StockLevel,
+    HoldRequest, Outcome, OwnedHold, ReleaseManyReply, ReleaseManyRequest, ReleaseOwnerRequest, ReleaseReply, ReleaseRequest, Sale,
+    SetStockRequest, Shortage, StockLevel,
 };
 use tonic::{Request, Response, Status};
 
@@ -87,6 +87,11 @@ impl InventoryRpc for Rpc {
         let (released, rejected) = self.0.release_many(entries).await.map_err(status)?;
         let rejected = rejected.into_iter().map(|(hold_id, owner)| OwnedHold { hold_id, owner }).collect();
         Ok(Response::new(ReleaseManyReply { released, rejected }))
+    }
+
+    async fn release_owner(&self, request: Request<ReleaseOwnerRequest>) -> Result<Response<ReleaseReply>, Status> {
+        let released = self.0.release_owner(&request.into_inner().owner).await.map_err(status)?;
+        Ok(Response::new(ReleaseReply { released }))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitReply>, Status> {

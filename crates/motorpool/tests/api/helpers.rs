@@ -24,7 +24,12 @@ pub async fn spawn() -> App {
 }
 
 pub async fn spawn_with(cfg: Config) -> App {
-    let tp = TestPlatform::start(cfg, &[], Clock::system()).await.expect("platform starts");
+    spawn_with_clock(cfg, Clock::system()).await
+}
+
+/// A platform whose services all read `clock` (a manual one moves only when told).
+pub async fn spawn_with_clock(cfg: Config, clock: Clock) -> App {
+    let tp = TestPlatform::start(cfg, &[], clock).await.expect("platform starts");
     let gw = tp.url("gateway");
     let app = App { tp, gw, http: client() };
     wait_ready(&app.http, &app.gw).await;

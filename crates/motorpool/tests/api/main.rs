@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod configurator;
 mod events;
+mod factory;
 mod gateway;
 mod helpers;
 mod inventory;

@@ -1,0 +1,197 @@
+//! The factory through the gateway: the seed's order requests, the placing saga (parts held,
+//! deposit taken, earliest slot booked) and its compensations (a refused deposit releases the
+//! parts; short parts wait for stock), the plan moving on with the clock (parts used when
+//! production starts), cancellation with a refund, and strangers kept out.
+
+use std::time::Duration;
+
+use motorpool_platform::clock::Clock;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `YYYY-MM-DD`, `days` after the clock's day.
+fn date_after(clock: &Clock, days: i64) -> String {
+    let d = (clock.now() + time::Duration::days(days)).date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// A platform on a manual clock (starting now: tokens are checked against the real time),
+/// with a scheduler that looks often.
+async fn spawn_factory() -> (App, Clock) {
+    let mut cfg = config();
+    cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
+    cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+    cfg.factory.tick_ms = 50;
+    // The manual clock jumps days at a time, faster than the scheduler renews day-long holds
+    // in real time: the holds here outlive the wait for production.
+    cfg.inventory.max_hold_ttl_secs = 30 * 86_400;
+    cfg.factory.placing_hold_ttl_secs = 30 * 86_400;
+    let clock = Clock::manual(time::OffsetDateTime::now_utc());
+    (spawn_with_clock(cfg, clock.clone()).await, clock)
+}
+
+fn sku(code: &str) -> String {
+    let cleaned: String = code.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c.to_ascii_uppercase() } else { '-' }).collect();
+    format!("CAR-{cleaned}")
+}
+
+/// Saves the seed's configuration as `token`'s; its id and bill of materials.
+async fn configure(app: &App, token: &str) -> (String, Vec<String>) {
+    let body = json!({"engine": "V6", "color": "Red", "interior": "Leather", "features": ["Sunroof", "GPS"]});
+    let r = app.send(Method::POST, "/api/configure", Some(token), Some(body)).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["configId"].as_str().unwrap().to_owned();
+    let got: Value = app.get_auth(&format!("/api/configure/{id}"), token).await.json().await.unwrap();
+    let mut skus: Vec<String> = got["options"].as_array().unwrap().iter().map(|o| sku(o.as_str().unwrap())).collect();
+    skus.sort();
+    skus.dedup();
+    (id, skus)
+}
+
+async fn order(app: &App, token: &str, order_id: &str) -> Value {
+    let r = app.get_auth(&format!("/api/factory/order/{order_id}"), token).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn holds_of(app: &App, admin: &str, order_id: &str) -> usize {
+    let holds: Value = app.get_auth(&format!("/api/inventory/holds?owner=order:{order_id}"), admin).await.json().await.unwrap();
+    holds.as_array().unwrap().len()
+}
+
+async fn wait_status(app: &App, token: &str, order_id: &str, code: &str) -> Value {
+    eventually(Duration::from_secs(10), code, || async {
+        let o = order(app, token, order_id).await;
+        (o["statusCode"] == code).then_some(o)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_seeds_order_requests_work_and_the_order_moves_along_the_plan() {
+    let (app, clock) = spawn_factory().await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("buyer").await;
+    let me: Value = app.get_auth("/api/auth/me", &token).await.json().await.unwrap();
+    assert!(me["id"].is_string(), "{me}");
+    let user_id = me["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "10000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 3).await;
+    }
+
+    // The seed's request, with the JWT.
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(json!({"configId": config_id, "userId": user_id}))).await;
+    assert_eq!(r.status(), 201);
+    let placed: Value = r.json().await.unwrap();
+    assert_eq!(placed["message"], "Order placed successfully.");
+    let id = placed["orderId"].as_str().unwrap().to_owned();
+
+    // The seed's read: booked a week out (lead time), delivered five days after production.
+    let o = order(&app, &token, &id).await;
+    assert_eq!(o["status"], "Scheduled", "{o}");
+    assert_eq!(o["productionDate"], date_after(&clock, 7));
+    assert_eq!(o["estimatedDelivery"], date_after(&clock, 12));
+    assert_eq!(o["deposit"]["amount"], "5825.00", "10 % of 58,250.00");
+    assert_eq!(app.available(&token).await, "4175.00", "the deposit was taken once");
+    assert_eq!(holds_of(&app, &admin, &id).await, skus.len(), "one hold per part");
+    for s in &skus {
+        assert_eq!(app.stock(&admin, s).await["held"], 1, "{s}");
+    }
+
+    // Strangers and impostors are kept out.
+    let (_, other, _) = app.customer("stranger").await;
+    assert_problem(app.get_auth(&format!("/api/factory/order/{id}"), &other).await, 404, "not_found").await;
+    let r = app.send(Method::POST, "/api/factory/order", Some(&other), Some(json!({"configId": config_id, "userId": user_id}))).await;
+    assert_problem(r, 403, "forbidden").await;
+    let other_me: Value = app.get_auth("/api/auth/me", &other).await.json().await.unwrap();
+    let r =
+        app.send(Method::POST, "/api/factory/order", Some(&other), Some(json!({"configId": config_id, "userId": other_me["id"]}))).await;
+    assert_problem(r, 404, "not_found").await;
+    let r = app.send(Method::POST, "/api/factory/order", None, Some(json!({"configId": config_id, "userId": user_id}))).await;
+    assert_eq!(r.status(), 401);
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(json!({"configId": "nope", "userId": user_id}))).await;
+    assert_problem(r, 404, "not_found").await;
+
+    // Every read shows the status of the moment: production starts on its day and uses the
+    // parts; then the quality check, shipping, delivery.
+    clock.advance(7 * DAY);
+    let o = wait_status(&app, &token, &id, "in_production").await;
+    assert_eq!(o["status"], "In Production");
+    for s in &skus {
+        let level = app.stock(&admin, s).await;
+        assert_eq!((&level["quantity"], &level["held"]), (&json!(2), &json!(0)), "{s} used once");
+    }
+    assert_eq!(holds_of(&app, &admin, &id).await, 0);
+    let r = app.send(Method::POST, &format!("/api/factory/order/{id}/cancel"), Some(&token), None).await;
+    assert_problem(r, 409, "invalid_state").await;
+    clock.advance(DAY);
+    wait_status(&app, &token, &id, "quality_check").await;
+    clock.advance(DAY);
+    wait_status(&app, &token, &id, "shipped").await;
+    clock.advance(3 * DAY);
+    let o = wait_status(&app, &token, &id, "delivered").await;
+    let timeline: Vec<&str> = o["timeline"].as_array().unwrap().iter().map(|t| t["statusCode"].as_str().unwrap()).collect();
+    assert_eq!(timeline, ["placed", "scheduled", "in_production", "quality_check", "shipped", "delivered"]);
+    assert_eq!(app.available(&token).await, "4175.00", "nothing else was charged");
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refused_deposit_releases_the_parts_short_parts_wait_and_a_cancellation_refunds() {
+    let (app, _clock) = spawn_factory().await;
+    let admin = app.admin_token().await;
+
+    // No money: the deposit is refused, the parts held for it are released, nothing is left.
+    let (_, broke, _) = app.customer("broke").await;
+    let broke_id = app.get_auth("/api/auth/me", &broke).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let (config_id, skus) = configure(&app, &broke).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 1).await;
+    }
+    let r = app.send(Method::POST, "/api/factory/order", Some(&broke), Some(json!({"configId": config_id, "userId": broke_id}))).await;
+    let p = assert_problem(r, 409, "insufficient_funds").await;
+    let failed = p["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(order(&app, &broke, &failed).await["status"], "Failed");
+    assert_eq!(holds_of(&app, &admin, &failed).await, 0, "no held parts without a live order");
+    for s in &skus {
+        assert_eq!(app.stock(&admin, s).await["available"], 1, "{s} given back");
+    }
+
+    // Parts short: the order waits, deposit taken, and is booked when stock arrives.
+    let (_, buyer, _) = app.customer("patient").await;
+    let buyer_id = app.get_auth("/api/auth/me", &buyer).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&buyer, "10000.00").await;
+    let (config_id, skus) = configure(&app, &buyer).await;
+    let scarce = skus.iter().find(|s| s.as_str() == "CAR-V6-3.0").expect("the V6 part").clone();
+    app.put_stock(&admin, &scarce, 0).await;
+    let r = app.send(Method::POST, "/api/factory/order", Some(&buyer), Some(json!({"configId": config_id, "userId": buyer_id}))).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    let o = order(&app, &buyer, &id).await;
+    assert_eq!((o["status"].as_str(), &o["estimatedDelivery"]), (Some("Awaiting Parts"), &Value::Null), "{o}");
+    assert_eq!(holds_of(&app, &admin, &id).await, 0, "all or nothing: no part held while one is short");
+    assert_eq!(app.available(&buyer).await, "4175.00");
+    app.put_stock(&admin, &scarce, 1).await;
+    let o = wait_status(&app, &buyer, &id, "scheduled").await;
+    assert!(o["estimatedDelivery"].is_string(), "{o}");
+    assert_eq!(holds_of(&app, &admin, &id).await, skus.len());
+
+    // Cancelled before production: parts back, deposit back.
+    let r = app.send(Method::POST, &format!("/api/factory/order/{id}/cancel"), Some(&buyer), None).await;
+    assert_eq!(r.status(), 200);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(o["status"], "Cancelled", "{o}");
+    assert_eq!(holds_of(&app, &admin, &id).await, 0);
+    assert_eq!(app.available(&buyer).await, "10000.00", "the deposit was refunded");
+    let r = app.send(Method::POST, &format!("/api/factory/order/{id}/cancel"), Some(&buyer), None).await;
+    assert_problem(r, 409, "invalid_state").await;
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}

@@ -1,0 +1,476 @@
+//! The factory's use cases. Placing an order is a saga whose position (`step`) is stored with
+//! the order, so a crash resumes it: hold the bill of materials in inventory (owner
+//! `order:<id>`), take the deposit through payments (idempotent by the order id), book the
+//! earliest production slot with capacity. Parts short: the order waits in `awaiting_parts`
+//! and the scheduler books it when they arrive. A refused deposit compensates: the holds are
+//! released and the order fails. The scheduler moves booked orders along the plan by the
+//! clock, committing the holds when production starts; until then an order may be cancelled
+//! and its deposit is refunded.
+
+use std::time::Duration;
+
+use motorpool_platform::clock::Clock;
+use motorpool_platform::db::Db;
+
+use motorpool_platform::events::Outbox;
+use motorpool_platform::grpc::{Peers, request};
+use motorpool_platform::money::MoneyView;
+use motorpool_proto::configurator::v1::GetConfigurationRequest;
+use motorpool_proto::configurator::v1::configurator_client::ConfiguratorClient;
+use motorpool_proto::inventory::v1 as inv;
+use motorpool_proto::inventory::v1::inventory_client::InventoryClient;
+use motorpool_proto::payments::v1::payments_client::PaymentsClient;
+use motorpool_proto::payments::v1::{ChargeRequest, RefundRequest};
+use tonic::Code as Grpc;
+use tonic::transport::Channel;
+
+use crate::config::FactoryConfig;
+use crate::domain::{self, DAY_MS, Status};
+use crate::events;
+use crate::store::{self, OrderRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    #[error("no such configuration")]
+    ConfigurationNotFound,
+    #[error("{0} is unavailable")]
+    PeerUnavailable(&'static str),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A saga step that stopped on an unavailable peer leaves the order where it is; recovery
+/// resumes it.
+fn peer(name: &'static str, s: &tonic::Status) -> FactoryError {
+    tracing::warn!(peer = name, code = ?s.code(), message = s.message(), "peer call failed");
+    FactoryError::PeerUnavailable(name)
+}
+
+/// An order untouched this long in a placing step is resumed by recovery.
+const STALL_MS: i64 = 20_000;
+
+pub struct Factory {
+    pub db: Db,
+    pub outbox: Outbox,
+    pub clock: Clock,
+    pub peers: Peers,
+    pub cfg: FactoryConfig,
+}
+
+fn owner(order_id: &str) -> String {
+    format!("order:{order_id}")
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, FactoryError> {
+    serde_json::to_string(v).map_err(|e| FactoryError::Internal(e.to_string()))
+}
+
+impl Factory {
+    async fn channel(&self, name: &'static str) -> Result<Channel, FactoryError> {
+        self.peers.channel(name).await.map_err(|_| FactoryError::PeerUnavailable(name))
+    }
+
+    /// Places an order for `user_id` of saved configuration `config_id` and runs the saga as
+    /// far as it goes now. A configuration another user saved is not found.
+    pub async fn place(&self, user_id: &str, config_id: &str) -> Result<OrderRow, FactoryError> {
+        let mut configurator = ConfiguratorClient::new(self.channel("configurator").await?);
+        let config = match configurator.get_configuration(request(GetConfigurationRequest { config_id: config_id.to_owned() })).await {
+            Ok(c) => c.into_inner(),
+            Err(s) if s.code() == Grpc::NotFound => return Err(FactoryError::ConfigurationNotFound),
+            Err(s) => return Err(peer("configurator", &s)),
+        };
+        if !config.owner_id.is_empty() && config.owner_id != user_id {
+            return Err(FactoryError::ConfigurationNotFound);
+        }
+        let now = self.clock.now_ms();
+        let order = OrderRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user_id.to_owned(),
+            config_id: config.config_id.clone(),
+            model: config.model.clone(),
+            bom: json(&domain::bill_of_materials(&config.model, &config.options))?,
+            holds: None,
+            price: config.price_minor,
+            currency: config.currency.clone(),
+            deposit: domain::deposit(config.price_minor, self.cfg.deposit_percent),
+            charge_id: None,
+            status: Status::Placed.code().into(),
+            step: "hold".into(),
+            plant: None,
+            production_day: None,
+            next_at: None,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let data = events::OrderPlaced {
+            order_id: order.id.clone(),
+            user_id: order.user_id.clone(),
+            config_id: order.config_id.clone(),
+            model: order.model.clone(),
+            price: MoneyView::from_minor(order.price, &order.currency),
+        };
+        let mut tx = self.db.begin_write().await?;
+        store::insert_order(&mut tx, &order).await?;
+        store::add_timeline(&mut tx, &order.id, Status::Placed.code(), now, None).await?;
+        self.outbox.add(&mut tx, events::ORDER_PLACED, &order.id, &data).await?;
+        tx.commit().await?;
+        self.outbox.wake();
+        self.advance(order).await
+    }
+
+    /// Saves `next` over `current` (if nobody moved it meanwhile), with a timeline entry and an
+    /// event when the status changed. Whether it was saved.
+    async fn save(&self, current: &OrderRow, next: &OrderRow, note: Option<&str>) -> Result<bool, FactoryError> {
+        let mut tx = self.db.begin_write().await?;
+        if !store::update_order(&mut tx, next, &current.step, &current.status).await? {
+            return Ok(false);
+        }
+        if next.status != current.status {
+            store::add_timeline(&mut tx, &next.id, &next.status, next.updated_at, note).await?;
+            let data = events::StatusChanged {
+                order_id: next.id.clone(),
+                user_id: next.user_id.clone(),
+                status: next.status.clone(),
+                label: Status::parse(&next.status).map(Status::label).unwrap_or_default().to_owned(),
+                estimated_delivery: next.production_day.map(|d| domain::date(domain::delivery_day(d))),
+                reason: next.failure.clone(),
+            };
+            self.outbox.add(&mut tx, events::kind_for(&next.status), &next.id, &data).await?;
+        }
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(true)
+    }
+
+    /// Runs the placing saga from the order's step until it is done, waits for parts, or a
+    /// peer is unavailable (then recovery resumes it).
+    pub async fn advance(&self, mut order: OrderRow) -> Result<OrderRow, FactoryError> {
+        loop {
+            let mut next = order.clone();
+            next.updated_at = self.clock.now_ms();
+            let mut note = None;
+            match order.step.as_str() {
+                "hold" => {
+                    let mut client = InventoryClient::new(self.channel("inventory").await?);
+                    // An interrupted earlier attempt may have made holds it never recorded.
+                    client
+                        .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
+                        .await
+                        .map_err(|s| peer("inventory", &s))?;
+                    next.holds = self.hold(&mut client, &order).await?;
+                    next.step = "deposit".into();
+                }
+                "deposit" => match self.charge_deposit(&order).await? {
+                    Ok(charge_id) => {
+                        next.charge_id = charge_id;
+                        next.step = "book".into();
+                    }
+                    Err(reason) => {
+                        next.failure = Some(reason);
+                        next.step = "compensate".into();
+                    }
+                },
+                "book" if order.holds.is_none() => {
+                    next.status = Status::AwaitingParts.code().into();
+                    next.step = "await_parts".into();
+                    // Due at once: every scheduler tick looks for the parts again.
+                    next.next_at = Some(next.updated_at);
+                    note = Some("some parts are out of stock; production is booked when they arrive");
+                }
+                "book" => {
+                    self.book(&order, next).await?;
+                    return self.reload(&order.id).await;
+                }
+                "compensate" => {
+                    self.undo(&order).await?;
+                    next.holds = None;
+                    if order.status != Status::Cancelled.code() {
+                        next.status = Status::Failed.code().into();
+                    }
+                    next.step = "done".into();
+                    next.next_at = None;
+                    note = next.failure.as_deref().map(|_| "the deposit was not taken; the parts were released");
+                }
+                _ => return Ok(order),
+            }
+            if !self.save(&order, &next, note).await? {
+                // Someone else moved it on (recovery, a cancellation): show what it is now.
+                return self.reload(&order.id).await;
+            }
+            order = next;
+        }
+    }
+
+    async fn reload(&self, id: &str) -> Result<OrderRow, FactoryError> {
+        store::find_order(&self.db, id).await?.ok_or_else(|| FactoryError::Internal(format!("order {id} vanished")))
+    }
+
+    /// Holds the bill of materials; the hold ids as JSON, or `None` when parts are short.
+    async fn hold(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<Option<String>, FactoryError> {
+        let bom: Vec<(String, i64)> = serde_json::from_str(&order.bom).map_err(|e| FactoryError::Internal(e.to_string()))?;
+        let lines = bom.into_iter().map(|(sku, quantity)| inv::Line { sku, quantity }).collect();
+        let reply = client
+            .hold(request(inv::HoldRequest { owner: owner(&order.id), lines, ttl_seconds: self.cfg.placing_hold_ttl_secs }))
+            .await
+            .map_err(|s| peer("inventory", &s))?
+            .into_inner();
+        match reply.outcome() {
+            inv::Outcome::Held => Ok(Some(json(&reply.holds.iter().map(|h| h.hold_id.clone()).collect::<Vec<_>>())?)),
+            inv::Outcome::OutOfStock => Ok(None),
+            other => Err(FactoryError::Internal(format!("inventory refused the order's hold: {other:?}"))),
+        }
+    }
+
+    /// The deposit's charge id (`None` when the deposit is zero), or why it was refused.
+    async fn charge_deposit(&self, order: &OrderRow) -> Result<Result<Option<String>, String>, FactoryError> {
+        if order.deposit == 0 {
+            return Ok(Ok(None));
+        }
+        let mut payments = PaymentsClient::new(self.channel("payments").await?);
+        let charge = payments
+            .charge(request(ChargeRequest {
+                idempotency_key: format!("factory-deposit:{}", order.id),
+                user_id: order.user_id.clone(),
+                amount_minor: order.deposit,
+                currency: order.currency.clone(),
+                reference: format!("factory-order:{}", order.id),
+                description: format!("Deposit for a new {}", order.model),
+            }))
+            .await;
+        match charge {
+            Ok(c) => Ok(Ok(Some(c.into_inner().charge_id))),
+            Err(s) if s.code() == Grpc::FailedPrecondition => Ok(Err(s.message().split(':').next().unwrap_or("declined").to_owned())),
+            Err(s) => Err(peer("payments", &s)),
+        }
+    }
+
+    /// Books the earliest day with capacity and schedules the order, in one transaction.
+    async fn book(&self, order: &OrderRow, mut next: OrderRow) -> Result<(), FactoryError> {
+        let first = domain::earliest_day(next.updated_at, self.cfg.lead_days);
+        let mut tx = self.db.begin_write().await?;
+        let mut day = first;
+        while !store::book_slot(&mut tx, &self.cfg.plant, day, self.cfg.daily_capacity).await? {
+            day += 1;
+            if day > first + 3_650 {
+                return Err(FactoryError::Internal("no production slot in ten years".into()));
+            }
+        }
+        tx.commit().await?;
+        next.plant = Some(self.cfg.plant.clone());
+        next.production_day = Some(day);
+        next.status = Status::Scheduled.code().into();
+        next.step = "done".into();
+        // Holds live a day at most: the scheduler renews them until production starts.
+        next.next_at = Some(self.renewal_or_start(next.updated_at, day));
+        let mut client = InventoryClient::new(self.channel("inventory").await?);
+        self.renew_holds(&mut client, &next).await?;
+        if !self.save(order, &next, None).await? {
+            let mut tx = self.db.begin_write().await?;
+            store::free_slot(&mut tx, &self.cfg.plant, day).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    fn renewal_or_start(&self, now: i64, day: i64) -> i64 {
+        (now + self.cfg.placing_hold_ttl_secs * 1000 / 2).min(day * DAY_MS)
+    }
+
+    async fn renew_holds(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<(), FactoryError> {
+        let ids: Vec<String> = order
+            .holds
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| FactoryError::Internal(e.to_string()))?
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        client
+            .extend(request(inv::ExtendRequest { hold_ids: ids, owner: owner(&order.id), ttl_seconds: self.cfg.placing_hold_ttl_secs }))
+            .await
+            .map_err(|s| peer("inventory", &s))?;
+        Ok(())
+    }
+
+    /// Gives back what an order took: its holds and its deposit.
+    async fn undo(&self, order: &OrderRow) -> Result<(), FactoryError> {
+        let mut client = InventoryClient::new(self.channel("inventory").await?);
+        client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
+        if let Some(charge_id) = &order.charge_id {
+            let mut payments = PaymentsClient::new(self.channel("payments").await?);
+            payments
+                .refund(request(RefundRequest {
+                    idempotency_key: format!("factory-refund:{}", order.id),
+                    charge_id: charge_id.clone(),
+                    amount_minor: order.deposit,
+                    reason: "order cancelled before production".into(),
+                }))
+                .await
+                .map_err(|s| peer("payments", &s))?;
+        }
+        Ok(())
+    }
+
+    /// Cancels an order before production: marked cancelled first (so the scheduler cannot
+    /// start it meanwhile), then holds released, deposit refunded, slot freed. `None` when it
+    /// is past cancelling.
+    pub async fn cancel(&self, order: OrderRow) -> Result<Option<OrderRow>, FactoryError> {
+        let status = Status::parse(&order.status);
+        if !status.is_some_and(Status::is_cancellable) || !matches!(order.step.as_str(), "done" | "await_parts") {
+            return Ok(None);
+        }
+        let mut next = order.clone();
+        next.status = Status::Cancelled.code().into();
+        next.step = "compensate".into();
+        next.next_at = None;
+        next.updated_at = self.clock.now_ms();
+        if !self.save(&order, &next, Some("cancelled by the buyer; the deposit is refunded")).await? {
+            return Ok(None);
+        }
+        if let (Some(plant), Some(day)) = (&order.plant, order.production_day) {
+            let mut tx = self.db.begin_write().await?;
+            store::free_slot(&mut tx, plant, day).await?;
+            tx.commit().await?;
+        }
+        Ok(Some(self.advance(next).await?))
+    }
+
+    /// Moves every due order one stage on the plan (or renews its holds, or retries its parts).
+    pub async fn tick(&self) -> Result<usize, FactoryError> {
+        let now = self.clock.now_ms();
+        let due = store::due_orders(&self.db, now, 100).await?;
+        let mut moved = 0;
+        for order in due {
+            let result = self.step_on_plan(order, now).await;
+            match result {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "an order waits for the next tick"),
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn step_on_plan(&self, order: OrderRow, now: i64) -> Result<bool, FactoryError> {
+        let Some(status) = Status::parse(&order.status) else { return Ok(false) };
+        if status == Status::AwaitingParts {
+            let mut client = InventoryClient::new(self.channel("inventory").await?);
+            let mut next = order.clone();
+            next.updated_at = now;
+            match self.hold(&mut client, &order).await? {
+                Some(holds) => {
+                    next.holds = Some(holds);
+                    next.step = "book".into();
+                    next.next_at = None;
+                    if self.save(&order, &next, None).await? {
+                        self.advance(next).await?;
+                        return Ok(true);
+                    }
+                    // Moved meanwhile (cancelled): give the fresh holds back.
+                    client
+                        .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
+                        .await
+                        .map_err(|s| peer("inventory", &s))?;
+                    return Ok(false);
+                }
+                None => return Ok(false),
+            }
+        }
+        let (Some(day), Some((stage, offset))) = (order.production_day, status.next_on_plan()) else { return Ok(false) };
+        let start = day * DAY_MS;
+        let mut next = order.clone();
+        next.updated_at = now;
+        if now < start + offset {
+            // Not yet: a scheduled order's holds are renewed until production starts.
+            let mut client = InventoryClient::new(self.channel("inventory").await?);
+            self.renew_holds(&mut client, &order).await?;
+            next.next_at = Some(self.renewal_or_start(now, day));
+            self.save(&order, &next, None).await?;
+            return Ok(false);
+        }
+        if stage == Status::InProduction {
+            let ids: Vec<String> = order
+                .holds
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| FactoryError::Internal(e.to_string()))?
+                .unwrap_or_default();
+            let mut client = InventoryClient::new(self.channel("inventory").await?);
+            let done = client
+                .commit(request(inv::CommitRequest {
+                    hold_ids: ids,
+                    owner: owner(&order.id),
+                    reference: format!("factory-order:{}", order.id),
+                }))
+                .await
+                .map_err(|s| peer("inventory", &s))?
+                .into_inner();
+            if !done.missing_hold_ids.is_empty() {
+                tracing::warn!(order = %order.id, missing = ?done.missing_hold_ids, "holds lost before production");
+            }
+            next.holds = None;
+        }
+        next.status = stage.code().into();
+        next.next_at = stage.next_on_plan().map(|(_, o)| start + o);
+        self.save(&order, &next, None).await
+    }
+
+    /// Resumes placing sagas a crash or an outage stopped part way.
+    pub async fn recover(&self) -> Result<(), FactoryError> {
+        for order in store::stalled_orders(&self.db, self.clock.now_ms() - STALL_MS, 20).await? {
+            let id = order.id.clone();
+            if let Err(e) = self.advance(order).await {
+                tracing::warn!(order = %id, error = %e, "an interrupted order is not finished yet");
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduler and recovery, until `shutdown`.
+    pub async fn run(self: std::sync::Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let period = Duration::from_millis(self.cfg.tick_ms);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = self.tick().await {
+                tracing::debug!(error = %e, "factory tick failed");
+            }
+            if let Err(e) = self.recover().await {
+                tracing::debug!(error = %e, "factory recovery failed");
+            }
+        }
+    }
+
+    /// Puts every demo catalog option's part in stock once inventory answers.
+    pub async fn seed_demo_stock(self: std::sync::Arc<Self>, skus: Vec<String>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            match self.try_seed(&skus).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "factory demo stock waits for inventory"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn try_seed(&self, skus: &[String]) -> Result<(), FactoryError> {
+        let mut client = InventoryClient::new(self.channel("inventory").await?);
+        for sku in skus {
+            client
+                .set_stock(request(inv::SetStockRequest { sku: sku.clone(), quantity: self.cfg.demo_stock_per_part, only_if_absent: true }))
+                .await
+                .map_err(|s| peer("inventory", &s))?;
+        }
+        Ok(())
+    }
+}
