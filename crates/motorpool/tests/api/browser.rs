@@ -61,6 +61,10 @@ impl Browser {
     pub async fn click(&self, id: &str) {
         let el =
             self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}"));
+        // The driver scrolls only elements out of the viewport, and the sticky navigation bar can
+        // cover one that is in it: centre it first.
+        let arg = serde_json::to_value(&el).unwrap();
+        self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await.unwrap();
         el.click().await.unwrap();
     }
 
@@ -108,6 +112,27 @@ impl Browser {
         let id = format!("qty-{code}");
         let el = self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&id)).await.unwrap();
         el.send_keys(&format!("{SELECT_ALL}{quantity}{TAB}")).await.unwrap();
+    }
+
+    /// Waits until element `id`'s attribute `name` is `expected` (bounded).
+    pub async fn wait_attr(&self, id: &str, name: &str, expected: &str) {
+        let mut seen = None;
+        for _ in 0..100 {
+            if let Ok(el) = self.client.find(Locator::Id(id)).await {
+                seen = el.attr(name).await.unwrap_or_default();
+                if seen.as_deref() == Some(expected) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("#{id}[{name}] is {seen:?}, expected {expected:?}");
+    }
+
+    /// Element `id`'s attribute `name`, which must be present.
+    async fn attr(&self, id: &str, name: &str) -> String {
+        let el = self.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}"));
+        el.attr(name).await.unwrap().unwrap_or_else(|| panic!("#{id} has no {name}"))
     }
 
     /// Whether element `id` is currently hidden.
@@ -321,6 +346,85 @@ async fn browser_shop_rejects_out_of_stock_live_and_sends_to_the_wallet_when_fun
     browser.wait_text("orders", "Placed").await;
     assert_eq!(app.stock(&admin, last_code).await["quantity"], 0, "the last unit was sold");
     app.assert_inventory_consistent(&admin).await;
+    browser.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; run by CI"]
+async fn browser_configurator_greys_out_blocked_options_resolves_a_conflict_and_saves() {
+    let app = spawn().await;
+    let browser = Browser::start().await;
+
+    // The home page offers the configurator; anonymous visitors may use it.
+    browser.client.goto(&format!("{}/", app.gw)).await.unwrap();
+    browser.wait_text("areas", "Configure").await;
+    let card = browser.client.find(Locator::Css("#areas a[href=\"/configure.html\"]")).await.unwrap();
+    assert_eq!(card.attr("class").await.unwrap().as_deref(), Some("card"), "the configurator card is not marked coming soon");
+    card.click().await.unwrap();
+    browser.wait_path("/configure.html").await;
+    browser.wait_text("live-connection", "Live prices on").await;
+
+    // The Volt S rules out the exhaust, with the rule's message as the reason.
+    browser.click("opt-volt-s").await;
+    browser.wait_attr("opt-volt-s", "aria-pressed", "true").await;
+    browser.wait_attr("opt-sport-exhaust", "data-state", "unavailable").await;
+    let title = browser.attr("opt-sport-exhaust", "title").await;
+    assert!(title.contains("An electric car has no exhaust to tune."), "{title}");
+    browser.wait_text("opt-sport-exhaust", "Not available").await;
+    browser.wait_text("price-total", "41,990.00 €").await;
+
+    // The sport package adds its price and brings its seats, marked as included.
+    browser.click("opt-pkg-sport").await;
+    browser.wait_text("price-total", "45,490.00 €").await;
+    browser.wait_text("price-lines", "Sport package").await;
+    browser.wait_attr("opt-sport-seats", "data-state", "required").await;
+    browser.wait_text("opt-sport-seats", "Included").await;
+    browser.wait_text("cheapest-total", "45,490.00 €").await;
+
+    // A reload continues the same session.
+    browser.client.refresh().await.unwrap();
+    browser.wait_text("live-connection", "Live prices on").await;
+    browser.wait_attr("opt-pkg-sport", "data-state", "selected").await;
+    browser.wait_attr("opt-volt-s", "data-state", "selected").await;
+    browser.wait_text("price-total", "45,490.00 €").await;
+
+    // The V6 is a Tundra engine: the page names the least change, and applying it takes it.
+    browser.wait_attr("opt-v6-3.0", "data-state", "unavailable").await;
+    browser.click("opt-v6-3.0").await;
+    browser.wait_text("conflict", "To have “3.0 V6 petrol, 340 hp”").await;
+    browser.wait_text("conflict-changes", "Removes Volt S electric").await;
+    browser.wait_text("conflict-changes", "Removes Sport package").await;
+    browser.wait_text("conflict-changes", "Brings in Tundra SUV").await;
+    assert_eq!(browser.attr("opt-volt-s", "data-state").await, "selected", "a conflicting pick changes nothing by itself");
+    browser.click("conflict-apply").await;
+    browser.wait_attr("opt-v6-3.0", "data-state", "selected").await;
+    browser.wait_attr("opt-volt-s", "aria-pressed", "false").await;
+    assert_ne!(browser.attr("opt-volt-s", "data-state").await, "selected");
+    browser.wait_attr("opt-tundra", "data-state", "required").await;
+    assert!(browser.is_hidden("conflict").await, "the conflict panel closes once applied");
+    browser.wait_text("price-total", "6,900.00 €").await;
+    browser.wait_text("cheapest-total", "53,200.00 €").await;
+
+    // Saving completes the car cheapest; the id and the share link are shown.
+    browser.click("save").await;
+    browser.wait_text("saved", "Saved as configuration").await;
+    let id = browser.client.find(Locator::Id("saved-id")).await.unwrap().text().await.unwrap();
+    uuid::Uuid::parse_str(&id).unwrap_or_else(|e| panic!("a configuration id, not {id:?}: {e}"));
+    browser.wait_text("saved-price", "53,200.00 €").await;
+    let saved: Value = app.http.get(format!("{}/api/configure/{id}", app.gw)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(saved["model"], "tundra", "{saved}");
+    assert_eq!(saved["engine"], "3.0 V6 petrol, 340 hp", "{saved}");
+    let code = saved["shareCode"].as_str().unwrap();
+    assert_eq!(browser.attr("share-link", "href").await, format!("/configure.html?share={code}"));
+
+    // The share link opens a read-only copy, without the live configurator.
+    browser.click("share-link").await;
+    browser.wait_text("shared-engine", "3.0 V6 petrol, 340 hp").await;
+    browser.wait_text("shared-model", "Tundra SUV").await;
+    browser.wait_text("shared-price", "53,200.00 €").await;
+    browser.wait_text("shared-options", "18\" alloy wheels").await;
+    assert!(browser.is_hidden("configurator").await, "a shared copy cannot be changed");
     browser.close().await;
     app.cleanup().await;
 }
