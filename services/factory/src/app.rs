@@ -48,9 +48,6 @@ fn peer(name: &'static str, s: &tonic::Status) -> FactoryError {
     FactoryError::PeerUnavailable(name)
 }
 
-/// An order untouched this long in a placing step is resumed by recovery.
-const STALL_MS: i64 = 20_000;
-
 pub struct Factory {
     pub db: Db,
     pub outbox: Outbox,
@@ -118,7 +115,20 @@ impl Factory {
         self.outbox.add(&mut tx, events::ORDER_PLACED, &order.id, &data).await?;
         tx.commit().await?;
         self.outbox.wake();
-        self.advance(order).await
+        let id = order.id.clone();
+        match self.advance(order).await {
+            // Placed all the same: recovery finishes it once the peer is back.
+            Err(FactoryError::PeerUnavailable(peer)) => {
+                tracing::warn!(order = %id, peer, "order placed; its saga waits for a peer");
+                self.reload(&id).await
+            }
+            r => r,
+        }
+    }
+
+    /// Whether the placing saga still has steps to run (it stopped on an unavailable peer).
+    pub fn is_unfinished(order: &OrderRow) -> bool {
+        matches!(order.step.as_str(), "hold" | "deposit" | "book" | "compensate")
     }
 
     /// Saves `next` over `current` (if nobody moved it meanwhile), with a timeline entry and an
@@ -423,7 +433,7 @@ impl Factory {
 
     /// Resumes placing sagas a crash or an outage stopped part way.
     pub async fn recover(&self) -> Result<(), FactoryError> {
-        for order in store::stalled_orders(&self.db, self.clock.now_ms() - STALL_MS, 20).await? {
+        for order in store::stalled_orders(&self.db, self.clock.now_ms() - self.cfg.resume_after_ms, 20).await? {
             let id = order.id.clone();
             if let Err(e) = self.advance(order).await {
                 tracing::warn!(order = %id, error = %e, "an interrupted order is not finished yet");

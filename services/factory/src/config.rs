@@ -18,6 +18,9 @@ pub struct FactoryConfig {
     pub placing_hold_ttl_secs: i64,
     /// How often the scheduler moves orders on and retries waiting ones, in ms.
     pub tick_ms: u64,
+    /// How long a placing saga that stopped (a crash, an unavailable peer) is left before
+    /// recovery resumes it, in ms.
+    pub resume_after_ms: i64,
     /// Units of each bill-of-materials part put in stock when demo data is seeded.
     pub demo_stock_per_part: i64,
 }
@@ -31,6 +34,7 @@ impl Default for FactoryConfig {
             deposit_percent: 10,
             placing_hold_ttl_secs: 600,
             tick_ms: 1_000,
+            resume_after_ms: 20_000,
             demo_stock_per_part: 50,
         }
     }
@@ -44,6 +48,7 @@ impl FactoryConfig {
         anyhow::ensure!((0..=100).contains(&self.deposit_percent), "factory.deposit_percent must be 0 to 100");
         anyhow::ensure!(self.placing_hold_ttl_secs >= 30, "factory.placing_hold_ttl_secs must be at least 30");
         anyhow::ensure!(self.tick_ms >= 10, "factory.tick_ms must be at least 10");
+        anyhow::ensure!(self.resume_after_ms >= 100, "factory.resume_after_ms must be at least 100");
         anyhow::ensure!(self.demo_stock_per_part >= 0, "factory.demo_stock_per_part must not be negative");
         Ok(())
     }

@@ -137,7 +137,7 @@ async fn view(s: &AppState, o: OrderRow) -> Result<OrderView, Problem> {
 
 /// Place an order for a saved configuration (the seed's `POST /api/factory/order`).
 #[utoipa::path(post, path = "/api/factory/order", tag = "factory", request_body = PlaceOrder,
-    responses((status = 201, body = Placed), (status = 402, description = "the deposit was declined; nothing is held"),
+    responses((status = 201, body = Placed), (status = 202, body = Placed, description = "placed while a peer is unavailable; finished in the background"), (status = 402, description = "the deposit was declined; nothing is held"),
               (status = 403, description = "ordering for another user"), (status = 404, description = "no such configuration"),
               (status = 409, description = "insufficient funds for the deposit; nothing is held")))]
 async fn place_order(State(s): State<AppState>, caller: Caller, ApiJson(req): ApiJson<PlaceOrder>) -> ApiResult<Response> {
@@ -152,6 +152,16 @@ async fn place_order(State(s): State<AppState>, caller: Caller, ApiJson(req): Ap
         let reason = order.failure.clone().unwrap_or_default();
         let code = if reason == "insufficient_funds" { Code::InsufficientFunds } else { Code::PaymentDeclined };
         return Err(Problem::new(code).detail(format!("the deposit was not taken ({reason}); nothing is held")).with("orderId", order.id));
+    }
+    if Factory::is_unfinished(&order) {
+        let body = Placed {
+            message: "Order placed; it is being finished in the background.",
+            status: label(&order.status),
+            status_code: order.status.clone(),
+            estimated_delivery: None,
+            order_id: order.id,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     let body = Placed {
         message: "Order placed successfully.",

@@ -26,6 +26,7 @@ async fn spawn_factory() -> (App, Clock) {
     cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
     cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
     cfg.factory.tick_ms = 50;
+    cfg.factory.resume_after_ms = 1_000;
     // The manual clock jumps days at a time, faster than the scheduler renews day-long holds
     // in real time: the holds here outlive the wait for production.
     cfg.inventory.max_hold_ttl_secs = 30 * 86_400;
@@ -192,6 +193,46 @@ async fn a_refused_deposit_releases_the_parts_short_parts_wait_and_a_cancellatio
     assert_eq!(app.available(&buyer).await, "10000.00", "the deposit was refunded");
     let r = app.send(Method::POST, &format!("/api/factory/order/{id}/cancel"), Some(&buyer), None).await;
     assert_problem(r, 409, "invalid_state").await;
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_order_stopped_between_steps_by_a_payments_outage_and_a_restart_resumes_and_charges_once() {
+    let (mut app, clock) = spawn_factory().await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("interrupted").await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "10000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 2).await;
+    }
+
+    // The platform comes back without payments: the parts are held, the deposit cannot be
+    // taken; the order is accepted and waits at that step.
+    let cfg = app.tp.cfg.clone();
+    app.tp.stop().await;
+    let others: Vec<&str> = motorpool::SERVICES.iter().copied().filter(|s| *s != "payments").collect();
+    let tp = motorpool::testkit::TestPlatform::start(cfg.clone(), &others, clock.clone()).await.expect("starts without payments");
+    app = App { gw: tp.url("gateway"), tp, http: client() };
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(json!({"configId": config_id, "userId": user_id}))).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(order(&app, &token, &id).await["status"], "Placed");
+    assert_eq!(holds_of(&app, &admin, &id).await, skus.len(), "held for a live order");
+
+    // The whole platform restarts; recovery resumes the saga where it stopped.
+    app.tp.stop().await;
+    let app = spawn_with_clock(cfg, clock.clone()).await;
+    clock.advance(Duration::from_secs(60));
+    let o = wait_status(&app, &token, &id, "scheduled").await;
+    assert!(o["estimatedDelivery"].is_string(), "{o}");
+    assert_eq!(app.available(&token).await, "4175.00", "the deposit was taken once");
+    assert_eq!(holds_of(&app, &admin, &id).await, skus.len(), "the same parts, held once");
+    for s in &skus {
+        assert_eq!(app.stock(&admin, s).await["held"], 1, "{s}");
+    }
     app.assert_inventory_consistent(&admin).await;
     app.cleanup().await;
 }
