@@ -16,6 +16,7 @@
   // `ready` to true; nav and home cards pick it up automatically.
   const AREAS = [
     { title: "Configure", href: "/configure.html", description: "Build a new car: model, engine, colour and options, priced as you go.", ready: true },
+    { title: "Factory", href: "/factory.html", description: "Your car orders: production date, estimated delivery and every step from the plant.", ready: true },
     { title: "Rentals", href: "/rentals.html", description: "Rent a car by the day or week from a nearby location.", ready: false },
     { title: "Rides", href: "/rides.html", description: "Book a ride with a driver, now or later.", ready: false },
     { title: "Garage", href: "/garage.html", description: "Your cars, service history and trusted mechanics.", ready: false },

@@ -3,6 +3,7 @@
  * (selected, available, required, unavailable, with the rules behind it), the price line by
  * line and the cheapest complete car, conflicts explained with the least change that resolves
  * them, and saving with a share link. `?share=<code>` shows a saved configuration read-only.
+ * A logged-in user can order a saved car from the factory and is taken to its tracking page.
  *
  * Every pick goes over the configurator WebSocket and the server answers with the whole state,
  * so the page never decides a rule itself. The session id is kept in sessionStorage: a reload
@@ -62,6 +63,9 @@
       retryTimer: null,
       conflict: null, // the option of the conflict on show
       saving: false,
+      savedId: null, // the configuration saved last, while its panel shows
+      owned: false, // the socket carries the user's token: saves are kept in their account
+      ordering: false,
     };
 
     const currency = () => state.catalog?.currency || "EUR";
@@ -234,11 +238,64 @@
       const link = byId("share-link");
       link.href = path;
       link.textContent = `${window.location.origin}${path}`;
+      state.savedId = m.configId;
+      byId("order").hidden = !state.owned;
+      byId("order").disabled = false;
+      const hint = byId("order-hint");
+      hint.hidden = state.owned;
+      hint.replaceChildren(...(state.owned ? [] : [
+        el("a", { id: "order-login-link", href: `/login.html?next=${encodeURIComponent("/configure.html")}` }, "Log in"),
+        " and save again to order this car from the factory.",
+      ]));
       byId("saved").hidden = false;
     }
 
     function hideSaved() {
+      state.savedId = null;
       byId("saved").hidden = true;
+      mp.clearMessage("order-error");
+    }
+
+    // -------------------------------------------------------------- order
+
+    function orderProblem(err) {
+      const problem = err.problem || {};
+      const box = byId("order-error");
+      if (problem.code === "insufficient_funds" || problem.code === "payment_declined") {
+        const lead = problem.code === "insufficient_funds"
+          ? "There is not enough money in your wallet for the deposit."
+          : "The payment of the deposit was declined.";
+        const detail = String(problem.detail || "");
+        box.className = "message error";
+        box.replaceChildren(...[
+          el("p", {}, lead),
+          detail ? el("p", { class: "hint" }, `${detail.charAt(0).toUpperCase()}${detail.slice(1)}.`) : null,
+          el("p", {}, el("a", { id: "order-wallet-link", href: "/wallet.html" }, "Top up your wallet"), ", then order again."),
+        ].filter(Boolean));
+        return;
+      }
+      mp.showProblem(box, err);
+    }
+
+    async function order() {
+      const configId = state.savedId;
+      if (!configId || state.ordering) return;
+      const button = byId("order");
+      state.ordering = true;
+      button.disabled = true;
+      mp.clearMessage("order-error");
+      try {
+        const me = await mp.currentUser();
+        if (!me || !me.id) throw new Error("Log in to order this car.");
+        const placed = await api("/api/factory/order", { method: "POST", body: { configId, userId: me.id } });
+        // The button stays disabled: the page is on its way to the order.
+        window.location.assign(`/factory.html?order=${encodeURIComponent(placed.orderId)}`);
+        return;
+      } catch (err) {
+        orderProblem(err);
+      }
+      state.ordering = false;
+      button.disabled = false;
     }
 
     // ------------------------------------------------------------- socket
@@ -295,6 +352,7 @@
       const resumed = session.get();
       if (resumed) params.set("session", resumed);
       if (token) params.set("access_token", token);
+      state.owned = Boolean(token);
       byId("save-owner").replaceChildren(token
         ? "Saved configurations are kept in your account."
         : el("span", {}, el("a", { href: `/login.html?next=${encodeURIComponent("/configure.html")}` }, "Log in"), " to keep saved configurations in your account."));
@@ -405,6 +463,7 @@
       byId("conflict-apply").addEventListener("click", applyConflict);
       byId("conflict-cancel").addEventListener("click", hideConflict);
       byId("save").addEventListener("click", save);
+      byId("order").addEventListener("click", order);
       byId("reset").addEventListener("click", () => {
         if (!state.connected) return;
         hideConflict();
