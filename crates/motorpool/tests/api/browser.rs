@@ -428,3 +428,106 @@ async fn browser_configurator_greys_out_blocked_options_resolves_a_conflict_and_
     browser.close().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver; run by CI"]
+async fn browser_order_a_configured_car_and_track_it() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    let (email, token, _) = app.customer("factory-page").await;
+    let browser = Browser::start().await;
+
+    // The tracking page is private: anonymous visitors are sent to log in.
+    browser.client.goto(&format!("{}/factory.html", app.gw)).await.unwrap();
+    browser.wait_path("/login.html").await;
+
+    // Anonymous: the car can be configured and saved, but ordering asks to log in first.
+    browser.client.goto(&format!("{}/configure.html", app.gw)).await.unwrap();
+    browser.wait_text("live-connection", "Live prices on").await;
+    browser.click("opt-tundra").await;
+    browser.wait_attr("opt-tundra", "data-state", "selected").await;
+    browser.click("opt-v6-3.0").await;
+    browser.wait_attr("opt-v6-3.0", "data-state", "selected").await;
+    browser.click("save").await;
+    browser.wait_text("saved", "Saved as configuration").await;
+    browser.wait_text("order-hint", "Log in and save again to order this car").await;
+    assert!(browser.is_hidden("order").await, "no order button without an account");
+
+    // Logged in, the same session continues; saved again, the car can be ordered.
+    browser.click("order-login-link").await;
+    browser.wait_path("/login.html").await;
+    browser.fill("login-email", &email).await;
+    browser.fill("login-password", PASSWORD).await;
+    browser.click("login-submit").await;
+    browser.wait_path("/configure.html").await;
+    browser.wait_text("live-connection", "Live prices on").await;
+    browser.wait_attr("opt-v6-3.0", "data-state", "selected").await;
+    browser.click("save").await;
+    browser.wait_text("saved", "Saved as configuration").await;
+    browser.wait_text("saved-price", "53,200.00 €").await;
+    assert!(!browser.is_hidden("order").await, "the order button shows once logged in");
+    assert!(browser.is_hidden("order-hint").await);
+    let config_id = browser.client.find(Locator::Id("saved-id")).await.unwrap().text().await.unwrap();
+
+    // The admin stocks the bill of materials: one part per option of the saved car.
+    let saved: Value = app.get_auth(&format!("/api/configure/{config_id}"), &token).await.json().await.unwrap();
+    assert_eq!(saved["model"], "tundra", "{saved}");
+    let options = saved["options"].as_array().unwrap_or_else(|| panic!("options: {saved}"));
+    assert!(options.len() >= 2, "{saved}");
+    for option in options {
+        app.put_stock(&admin, &crate::factory::sku(option.as_str().unwrap()), 1).await;
+    }
+
+    // An empty wallet: the deposit is refused, with the reason and the way to the wallet.
+    browser.click("order").await;
+    browser.wait_text("order-error", "not enough money in your wallet for the deposit").await;
+    browser.wait_text("order-error", "insufficient_funds").await;
+    let wallet_link = browser.client.find(Locator::Id("order-wallet-link")).await.unwrap();
+    assert_eq!(wallet_link.attr("href").await.unwrap().as_deref(), Some("/wallet.html"));
+    assert_eq!(app.available(&token).await, "0.00", "nothing was taken");
+
+    // Topped up, the order goes through and the page follows it on the tracking page.
+    app.top_up(&token, "10000.00").await;
+    browser.click("order").await;
+    browser.wait_path("/factory.html").await;
+    browser.wait_text("order-status", "Scheduled").await;
+    let orders: Value = app.get_auth("/api/factory/orders", &token).await.json().await.unwrap();
+    let order = orders.as_array().unwrap().iter().find(|o| o["statusCode"] == "scheduled").unwrap_or_else(|| panic!("{orders}")).clone();
+    let order_id = order["orderId"].as_str().unwrap();
+    assert_eq!(order["configId"], config_id.as_str(), "{order}");
+    let url = browser.client.current_url().await.unwrap();
+    assert_eq!(url.query(), Some(format!("order={order_id}").as_str()));
+    let delivery = order["estimatedDelivery"].as_str().unwrap_or_else(|| panic!("a delivery date: {order}"));
+    let is_day = delivery.len() == 10 && delivery.char_indices().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+    assert!(is_day, "a YYYY-MM-DD date, not {delivery:?}");
+    browser.wait_text("order-delivery", delivery).await;
+    browser.wait_text("order-production", order["productionDate"].as_str().unwrap()).await;
+    browser.wait_text("order-price", "53,200.00 €").await;
+    browser.wait_text("order-deposit", "5,320.00 €").await;
+    browser.wait_text("order-timeline", "Placed").await;
+    browser.wait_text("order-timeline", "Scheduled").await;
+    let steps = browser.client.find_all(Locator::Css("#order-timeline li")).await.unwrap();
+    assert_eq!(steps.len(), order["timeline"].as_array().unwrap().len(), "one line per step");
+    browser.wait_text("orders", "Scheduled").await;
+    browser.wait_text("orders", "Failed").await;
+    browser.wait_text("nav", "Factory").await;
+    assert_eq!(app.available(&token).await, "4680.00", "the 10 % deposit was taken");
+
+    // Cancelling before production: the status says so and the deposit is back.
+    assert!(!browser.is_hidden("cancel-box").await, "a scheduled order can be cancelled");
+    browser.click("cancel").await;
+    browser.wait_text("order-status", "Cancelled").await;
+    browser.wait_text("order-timeline", "Cancelled").await;
+    browser.wait_text("cancel-message", "Order cancelled").await;
+    assert!(browser.is_hidden("cancel-box").await, "a cancelled order cannot be cancelled again");
+    assert_eq!(app.available(&token).await, "10000.00", "the deposit was refunded");
+    let order: Value = app.get_auth(&format!("/api/factory/order/{order_id}"), &token).await.json().await.unwrap();
+    assert_eq!(order["statusCode"], "cancelled", "{order}");
+
+    // A reload reads it fresh.
+    browser.client.refresh().await.unwrap();
+    browser.wait_text("order-status", "Cancelled").await;
+    app.assert_inventory_consistent(&admin).await;
+    browser.close().await;
+    app.cleanup().await;
+}

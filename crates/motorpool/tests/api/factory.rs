@@ -35,7 +35,8 @@ async fn spawn_factory() -> (App, Clock) {
     (spawn_with_clock(cfg, clock.clone()).await, clock)
 }
 
-fn sku(code: &str) -> String {
+/// The inventory SKU of a configuration option: `CAR-<CODE>`, as the factory's bill of materials names it.
+pub fn sku(code: &str) -> String {
     let cleaned: String = code.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c.to_ascii_uppercase() } else { '-' }).collect();
     format!("CAR-{cleaned}")
 }
