@@ -47,11 +47,13 @@ pub struct Session {
     pub picks: Vec<String>,
 }
 
-/// A popular configuration: how often it was saved, and one saved instance of it.
+/// A popular kind of configuration: how often it was saved and ordered, and its newest saved
+/// instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Popular {
     pub saves: i64,
+    pub orders: i64,
     pub config_id: String,
     pub model: String,
     pub options: Vec<String>,
@@ -59,7 +61,15 @@ pub struct Popular {
     pub catalog_version: i64,
 }
 
-const POPULAR_KEY: &str = "configurator:popular";
+pub const POPULAR_KEY: &str = "configurator:popular";
+
+/// The most ordered and the most saved configurations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PopularLists {
+    pub most_ordered: Vec<Popular>,
+    pub most_saved: Vec<Popular>,
+}
 /// How many popular configurations are served.
 pub const POPULAR_LIMIT: i64 = 10;
 
@@ -208,33 +218,39 @@ impl App {
         Ok(row)
     }
 
-    /// The most saved configurations, from the cache when it has them.
-    pub async fn popular(&self) -> Result<Vec<Popular>, ConfiguratorError> {
+    /// The most ordered and most saved configurations, from the cache when it has them.
+    pub async fn popular(&self) -> Result<PopularLists, ConfiguratorError> {
         match self.cache.get(POPULAR_KEY).await {
             Ok(Some(bytes)) => {
-                if let Ok(list) = serde_json::from_slice(&bytes) {
-                    return Ok(list);
+                if let Ok(lists) = serde_json::from_slice(&bytes) {
+                    return Ok(lists);
                 }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cache unavailable; counting popular configurations"),
         }
-        let mut list = Vec::new();
-        for (saves, row) in store::most_saved(&self.db, POPULAR_LIMIT).await? {
-            list.push(Popular {
+        let lists = PopularLists { most_ordered: self.count_popular(true).await?, most_saved: self.count_popular(false).await? };
+        let bytes = serde_json::to_vec(&lists).map_err(|e| ConfiguratorError::Internal(e.to_string()))?;
+        if let Err(e) = self.cache.set(POPULAR_KEY, &bytes, Some(Duration::from_secs(self.cfg.popular_ttl_secs))).await {
+            tracing::warn!(error = %e, "could not cache the popular configurations");
+        }
+        Ok(lists)
+    }
+
+    async fn count_popular(&self, by_orders: bool) -> Result<Vec<Popular>, ConfiguratorError> {
+        let rows = store::most_popular(&self.db, by_orders, POPULAR_LIMIT).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(saves, orders, row)| Popular {
                 saves,
+                orders,
                 config_id: row.id,
                 model: row.model,
                 options: serde_json::from_str(&row.options).unwrap_or_default(),
                 price: MoneyView::from_minor(row.price, &row.currency),
                 catalog_version: row.catalog_version,
-            });
-        }
-        let bytes = serde_json::to_vec(&list).map_err(|e| ConfiguratorError::Internal(e.to_string()))?;
-        if let Err(e) = self.cache.set(POPULAR_KEY, &bytes, Some(Duration::from_secs(self.cfg.popular_ttl_secs))).await {
-            tracing::warn!(error = %e, "could not cache the popular configurations");
-        }
-        Ok(list)
+            })
+            .collect())
     }
 
     fn session_key(id: &str) -> String {

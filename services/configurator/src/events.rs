@@ -1,6 +1,10 @@
 //! The events the configurator publishes.
 
-use motorpool_platform::events::EventSpec;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use motorpool_platform::cache::Cache;
+use motorpool_platform::db::Tx;
+use motorpool_platform::events::{Envelope, EventHandler, EventSpec, HandlerError};
 use serde::{Deserialize, Serialize};
 
 pub const CONFIGURATION_SAVED: &str = "configurator.configuration.saved.v1";
@@ -20,4 +24,37 @@ pub struct ConfigurationSaved {
     pub model: String,
     pub options: Vec<String>,
     pub price: motorpool_platform::money::MoneyView,
+}
+
+/// The factory's event this service counts orders from.
+pub const FACTORY_ORDER_PLACED: &str = "factory.order.placed.v1";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderPlaced {
+    config_id: String,
+}
+
+/// Counts the factory's orders per saved configuration, for the most ordered ones.
+pub struct OrdersCounter {
+    pub cache: Cache,
+}
+
+impl EventHandler for OrdersCounter {
+    fn handle<'a>(&'a self, tx: &'a mut Tx, event: &'a Envelope) -> BoxFuture<'a, Result<(), HandlerError>> {
+        async move {
+            match event.data::<OrderPlaced>() {
+                Ok(o) => crate::store::count_order(tx, &o.config_id).await?,
+                // Retrying cannot fix a payload.
+                Err(e) => tracing::warn!(event_id = %event.id, error = %e, "malformed order event; not counted"),
+            }
+            // The popular lists change: the next read counts again (a read racing this
+            // commit may cache the old counts until the cache's TTL).
+            if let Err(e) = self.cache.delete(crate::app::POPULAR_KEY).await {
+                tracing::warn!(error = %e, "could not drop the cached popular configurations");
+            }
+            Ok(())
+        }
+        .boxed()
+    }
 }

@@ -28,8 +28,14 @@ pub use config::ConfiguratorConfig;
 pub const NAME: &str = "configurator";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[("0001_configurator.sql", include_str!("../migrations/sqlite/0001_configurator.sql"))],
-    postgres: &[("0001_configurator.sql", include_str!("../migrations/postgres/0001_configurator.sql"))],
+    sqlite: &[
+        ("0001_configurator.sql", include_str!("../migrations/sqlite/0001_configurator.sql")),
+        ("0002_orders.sql", include_str!("../migrations/sqlite/0002_orders.sql")),
+    ],
+    postgres: &[
+        ("0001_configurator.sql", include_str!("../migrations/postgres/0001_configurator.sql")),
+        ("0002_orders.sql", include_str!("../migrations/postgres/0002_orders.sql")),
+    ],
 };
 
 pub struct ConfiguratorService {
@@ -73,7 +79,12 @@ impl ServiceDef for ConfiguratorService {
             });
             let state = routes::AppState { app: app.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
             let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());
-            parts.grpc = Some(motorpool_platform::http::grpc_routes(grpc::server(app)));
+            parts.grpc = Some(motorpool_platform::http::grpc_routes(grpc::server(app.clone())));
+            parts.consumers.push(motorpool_platform::events::Consumer {
+                name: "configurator-orders".into(),
+                filter: events::FACTORY_ORDER_PLACED.into(),
+                handler: Arc::new(events::OrdersCounter { cache: app.cache.clone() }),
+            });
             Ok(parts)
         }
         .boxed()

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::app::{App, ConfiguratorError, Popular, Session};
+use crate::app::{App, ConfiguratorError, PopularLists, Session};
 use crate::domain::{Evaluation, Fix, MODEL_GROUP};
 use crate::store::{self, ConfigurationRow};
 
@@ -304,9 +304,11 @@ async fn evaluate(State(s): State<AppState>, ApiJson(req): ApiJson<EvaluateReque
     Ok(Json(s.app.evaluate(&req.picks)?))
 }
 
-/// The most saved configurations (served from the cache; a save refreshes them).
-#[utoipa::path(get, path = "/api/configure/popular", tag = "configurator", responses((status = 200, description = "up to ten configurations with their save counts")))]
-async fn popular(State(s): State<AppState>) -> ApiResult<Json<Vec<Popular>>> {
+/// The most ordered and the most saved configurations (served from the cache; a save or an
+/// order refreshes them).
+#[utoipa::path(get, path = "/api/configure/popular", tag = "configurator",
+    responses((status = 200, description = "`mostOrdered` and `mostSaved`: up to ten kinds of configuration each, with their counts")))]
+async fn popular(State(s): State<AppState>) -> ApiResult<Json<PopularLists>> {
     Ok(Json(s.app.popular().await?))
 }
 

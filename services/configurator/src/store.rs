@@ -86,16 +86,26 @@ pub async fn list_by_owner(db: &Db, owner: &str, before: Option<(i64, &str)>, li
     .await
 }
 
-/// The most saved configurations: `(saves, a saved configuration of that kind)`, most first.
-pub async fn most_saved(db: &Db, limit: i64) -> Result<Vec<(i64, ConfigurationRow)>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT signature, COUNT(*) AS saves FROM configurations GROUP BY signature ORDER BY saves DESC, signature LIMIT $1",
-    )
+/// Counts one factory order of a saved configuration.
+pub async fn count_order(tx: &mut Tx, config_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE configurations SET orders = orders + 1 WHERE id = $1").bind(config_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Kinds of configuration (equal model and options) by `saves` or by `orders`, most first:
+/// `(saves, orders, the newest saved configuration of that kind)`.
+pub async fn most_popular(db: &Db, by_orders: bool, limit: i64) -> Result<Vec<(i64, i64, ConfigurationRow)>, sqlx::Error> {
+    let order = if by_orders { "orders DESC, saves DESC" } else { "saves DESC, orders DESC" };
+    let having = if by_orders { " HAVING SUM(orders) > 0" } else { "" };
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT signature, COUNT(*) AS saves, CAST(SUM(orders) AS BIGINT) AS orders FROM configurations \
+         GROUP BY signature{having} ORDER BY {order}, signature LIMIT $1"
+    )))
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (signature, saves) in rows {
+    for (signature, saves, orders) in rows {
         // The newest one stands for its kind: its price is the most recent.
         let row: Option<ConfigurationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM configurations WHERE signature = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -104,7 +114,7 @@ pub async fn most_saved(db: &Db, limit: i64) -> Result<Vec<(i64, ConfigurationRo
         .fetch_optional(db.pool())
         .await?;
         if let Some(row) = row {
-            out.push((saves, row));
+            out.push((saves, orders, row));
         }
     }
     Ok(out)

@@ -115,23 +115,26 @@ async fn a_users_configurations_are_theirs_and_a_share_code_opens_a_read_only_co
 }
 
 #[tokio::test]
-async fn popular_configurations_count_saves_and_refresh_after_a_save() {
+async fn the_most_saved_configurations_count_saves_and_refresh_after_a_save() {
     let app = spawn().await;
     let common = json!({"model": "volt-s", "engine": "electric-82", "color": "white"});
     for _ in 0..3 {
         assert_eq!(app.post("/api/configure", common.clone()).await.status(), 201);
     }
     assert_eq!(app.post("/api/configure", json!({"model": "tundra", "engine": "diesel-2.0"})).await.status(), 201);
-    let popular: Value = app.send(Method::GET, "/api/configure/popular", None, None).await.json().await.unwrap();
-    assert_eq!(popular[0]["saves"], 3, "{popular}");
+    let lists: Value = app.send(Method::GET, "/api/configure/popular", None, None).await.json().await.unwrap();
+    let popular = &lists["mostSaved"];
+    assert_eq!(popular[0]["saves"], 3, "{lists}");
     assert_eq!(popular[0]["model"], "volt-s");
     assert_eq!(popular[1]["saves"], 1);
+    assert_eq!(lists["mostOrdered"], json!([]), "nothing ordered yet");
     // Served from the cache now; two more saves of the diesel must show at once all the same.
     for _ in 0..3 {
         assert_eq!(app.post("/api/configure", json!({"model": "tundra", "engine": "diesel-2.0"})).await.status(), 201);
     }
-    let popular: Value = app.send(Method::GET, "/api/configure/popular", None, None).await.json().await.unwrap();
-    assert_eq!((&popular[0]["model"], &popular[0]["saves"]), (&json!("tundra"), &json!(4)), "{popular}");
+    let lists: Value = app.send(Method::GET, "/api/configure/popular", None, None).await.json().await.unwrap();
+    let popular = &lists["mostSaved"];
+    assert_eq!((&popular[0]["model"], &popular[0]["saves"]), (&json!("tundra"), &json!(4)), "{lists}");
     app.cleanup().await;
 }
 

@@ -93,6 +93,14 @@ async fn the_seeds_order_requests_work_and_the_order_moves_along_the_plan() {
     let placed: Value = r.json().await.unwrap();
     assert_eq!(placed["message"], "Order placed successfully.");
     let id = placed["orderId"].as_str().unwrap().to_owned();
+    // The configurator counts the order (from the factory's event): the most ordered list.
+    let top = eventually(Duration::from_secs(10), "the order counted", || async {
+        let lists: Value = app.send(Method::GET, "/api/configure/popular", None, None).await.json().await.unwrap();
+        (lists["mostOrdered"][0]["orders"] == 1).then_some(lists)
+    })
+    .await;
+    assert_eq!(top["mostOrdered"][0]["model"], "tundra", "{top}");
+    assert_eq!(top["mostOrdered"].as_array().unwrap().len(), 1);
 
     // The seed's read: booked a week out (lead time), delivered five days after production.
     let o = order(&app, &token, &id).await;
