@@ -261,12 +261,10 @@ impl Factory {
     async fn book(&self, order: &OrderRow, mut next: OrderRow) -> Result<(), FactoryError> {
         let first = domain::earliest_day(next.updated_at, self.cfg.lead_days);
         let mut tx = self.db.begin_write().await?;
-        let mut day = first;
+        let mut day = store::first_open_day(&mut tx, &self.cfg.plant, first, self.cfg.daily_capacity).await?;
+        // A concurrent booking may take the last slot of that day first: look again from it.
         while !store::book_slot(&mut tx, &self.cfg.plant, day, self.cfg.daily_capacity).await? {
-            day += 1;
-            if day > first + 3_650 {
-                return Err(FactoryError::Internal("no production slot in ten years".into()));
-            }
+            day = store::first_open_day(&mut tx, &self.cfg.plant, day + 1, self.cfg.daily_capacity).await?;
         }
         tx.commit().await?;
         next.plant = Some(self.cfg.plant.clone());

@@ -133,6 +133,25 @@ pub async fn stalled_orders(db: &Db, before: i64, limit: i64) -> Result<Vec<Orde
     .await
 }
 
+/// The first day from `from` on that may have room: `from` itself, a day with fewer than
+/// `capacity` booked, or the day after a booked one (days without a row are empty). One
+/// indexed query however far ahead the plant is booked.
+pub async fn first_open_day(tx: &mut Tx, plant: &str, from: i64, capacity: i64) -> Result<i64, sqlx::Error> {
+    let day: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(c.d) FROM ( \
+           SELECT CAST($2 AS BIGINT) AS d \
+           UNION ALL SELECT day FROM slots WHERE plant = $1 AND day >= $2 AND booked < $3 \
+           UNION ALL SELECT day + 1 FROM slots WHERE plant = $1 AND day >= $2) c \
+         WHERE NOT EXISTS (SELECT 1 FROM slots s WHERE s.plant = $1 AND s.day = c.d AND s.booked >= $3)",
+    )
+    .bind(plant)
+    .bind(from)
+    .bind(capacity)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(day.unwrap_or(from))
+}
+
 /// Takes one slot of `plant` on `day` if fewer than `capacity` are booked.
 pub async fn book_slot(tx: &mut Tx, plant: &str, day: i64, capacity: i64) -> Result<bool, sqlx::Error> {
     let booked: Option<i64> = sqlx::query_scalar(

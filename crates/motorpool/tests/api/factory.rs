@@ -22,6 +22,10 @@ fn date_after(clock: &Clock, days: i64) -> String {
 /// A platform on a manual clock (starting now: tokens are checked against the real time),
 /// with a scheduler that looks often.
 async fn spawn_factory() -> (App, Clock) {
+    spawn_factory_with(|_| {}).await
+}
+
+async fn spawn_factory_with(tune: impl FnOnce(&mut motorpool::Config)) -> (App, Clock) {
     let mut cfg = config();
     cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
     cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
@@ -31,6 +35,7 @@ async fn spawn_factory() -> (App, Clock) {
     // in real time: the holds here outlive the wait for production.
     cfg.inventory.max_hold_ttl_secs = 30 * 86_400;
     cfg.factory.placing_hold_ttl_secs = 30 * 86_400;
+    tune(&mut cfg);
     let clock = Clock::manual(time::OffsetDateTime::now_utc());
     (spawn_with_clock(cfg, clock.clone()).await, clock)
 }
@@ -243,5 +248,31 @@ async fn an_order_stopped_between_steps_by_a_payments_outage_and_a_restart_resum
         assert_eq!(app.stock(&admin, s).await["held"], 1, "{s}");
     }
     app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_orders_fill_each_production_day_up_to_its_capacity_and_no_further() {
+    let (app, clock) = spawn_factory_with(|cfg| cfg.factory.daily_capacity = 2).await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("fleet").await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "100000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 20).await;
+    }
+    let body = json!({"configId": config_id, "userId": user_id});
+    let placed =
+        futures::future::join_all((0..7).map(|_| app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())))).await;
+    let mut days: Vec<String> = Vec::new();
+    for r in placed {
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+        days.push(order(&app, &token, &id).await["productionDate"].as_str().unwrap().to_owned());
+    }
+    days.sort();
+    let expected: Vec<String> = [7, 7, 8, 8, 9, 9, 10].iter().map(|d| date_after(&clock, *d)).collect();
+    assert_eq!(days, expected, "two a day, from the earliest day on, none skipped");
     app.cleanup().await;
 }
