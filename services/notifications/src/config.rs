@@ -26,7 +26,7 @@ pub struct NotificationsConfig {
 impl Default for NotificationsConfig {
     fn default() -> Self {
         Self {
-            sources: vec!["identity".into(), "payments".into(), "shop".into()],
+            sources: vec!["identity".into(), "payments".into(), "shop".into(), "factory".into()],
             smtp_host: "127.0.0.1".into(),
             smtp_port: 2525,
             email_from: "Motorpool <no-reply@motorpool.local>".into(),

@@ -22,7 +22,18 @@ const KNOWN: &[(&str, &str)] = &[
     ("payments.authorization.voided.v1", include_str!("../templates/payments.authorization.voided.v1.jinja")),
     ("shop.order.placed.v1", include_str!("../templates/shop.order.placed.v1.jinja")),
     ("shop.order.failed.v1", include_str!("../templates/shop.order.failed.v1.jinja")),
+    ("factory.order.placed.v1", FACTORY_ORDER),
+    ("factory.order.awaiting_parts.v1", FACTORY_ORDER),
+    ("factory.order.scheduled.v1", FACTORY_ORDER),
+    ("factory.order.in_production.v1", FACTORY_ORDER),
+    ("factory.order.quality_checked.v1", FACTORY_ORDER),
+    ("factory.order.shipped.v1", FACTORY_ORDER),
+    ("factory.order.delivered.v1", FACTORY_ORDER),
+    ("factory.order.cancelled.v1", FACTORY_ORDER),
+    ("factory.order.failed.v1", FACTORY_ORDER),
 ];
+/// One text for every step of a car order: the event's `label` names the step.
+const FACTORY_ORDER: &str = include_str!("../templates/factory.order.jinja");
 const GENERIC: &str = "generic.jinja";
 const EMAIL_LAYOUT: &str = "email.html";
 
@@ -197,6 +208,42 @@ mod tests {
                 json!({"orderId": "o-1", "userId": "u", "total": eur("59.90"), "lines": [{"productCode": "BPF-VWGOLF", "quantity": 1}]}),
             ),
             ("shop.order.failed.v1", json!({"orderId": "o-2", "userId": "u", "reason": "insufficient_funds"})),
+            (
+                "factory.order.placed.v1",
+                json!({"orderId": "f-1", "userId": "u", "configId": "c", "model": "tundra", "price": eur("58250.00")}),
+            ),
+            (
+                "factory.order.awaiting_parts.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "awaiting_parts", "label": "Awaiting Parts", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.scheduled.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "scheduled", "label": "Scheduled", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.in_production.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "in_production", "label": "In Production", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.quality_checked.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "quality_checked", "label": "Quality Check", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.shipped.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "shipped", "label": "Shipped", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.delivered.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "delivered", "label": "Delivered", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.cancelled.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "cancelled", "label": "Cancelled", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
+            (
+                "factory.order.failed.v1",
+                json!({"orderId": "f-1", "userId": "u", "status": "failed", "label": "Failed", "estimatedDelivery": "2026-12-06", "reason": null}),
+            ),
         ];
         assert_eq!(samples.len(), KNOWN.len());
         for (kind, data) in samples {

@@ -106,6 +106,17 @@ async fn the_seeds_order_requests_work_and_the_order_moves_along_the_plan() {
     .await;
     assert_eq!(top["mostOrdered"][0]["model"], "tundra", "{top}");
     assert_eq!(top["mostOrdered"].as_array().unwrap().len(), 1);
+    // The buyer hears of each step.
+    eventually(Duration::from_secs(10), "the scheduled notification", || async {
+        let n: Value = app.get_auth("/api/notifications", &token).await.json().await.unwrap();
+        n["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["eventType"] == "factory.order.scheduled.v1" && i["title"] == "Your new car: Scheduled")
+            .then_some(())
+    })
+    .await;
 
     // The seed's read: booked a week out (lead time), delivered five days after production.
     let o = order(&app, &token, &id).await;
