@@ -60,6 +60,12 @@ fn owner(order_id: &str) -> String {
     format!("order:{order_id}")
 }
 
+/// The inventory holds an order recorded (none while it has none).
+fn hold_ids(order: &OrderRow) -> Result<Vec<String>, FactoryError> {
+    let ids = order.holds.as_deref().map(serde_json::from_str).transpose().map_err(|e| FactoryError::Internal(e.to_string()))?;
+    Ok(ids.unwrap_or_default())
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String, FactoryError> {
     serde_json::to_string(v).map_err(|e| FactoryError::Internal(e.to_string()))
 }
@@ -259,6 +265,10 @@ impl Factory {
 
     /// Books the earliest day with capacity and schedules the order, in one transaction.
     async fn book(&self, order: &OrderRow, mut next: OrderRow) -> Result<(), FactoryError> {
+        // Holds live a day at most: renewed now (before a slot is taken, so an unavailable
+        // inventory leaves nothing booked), then by the scheduler until production starts.
+        let mut client = InventoryClient::new(self.channel("inventory").await?);
+        self.renew_holds(&mut client, &next).await?;
         let first = domain::earliest_day(next.updated_at, self.cfg.lead_days);
         let mut tx = self.db.begin_write().await?;
         let mut day = store::first_open_day(&mut tx, &self.cfg.plant, first, self.cfg.daily_capacity).await?;
@@ -271,10 +281,7 @@ impl Factory {
         next.production_day = Some(day);
         next.status = Status::Scheduled.code().into();
         next.step = "done".into();
-        // Holds live a day at most: the scheduler renews them until production starts.
         next.next_at = Some(self.renewal_or_start(next.updated_at, day));
-        let mut client = InventoryClient::new(self.channel("inventory").await?);
-        self.renew_holds(&mut client, &next).await?;
         if !self.save(order, &next, None).await? {
             let mut tx = self.db.begin_write().await?;
             store::free_slot(&mut tx, &self.cfg.plant, day).await?;
@@ -288,13 +295,7 @@ impl Factory {
     }
 
     async fn renew_holds(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<(), FactoryError> {
-        let ids: Vec<String> = order
-            .holds
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| FactoryError::Internal(e.to_string()))?
-            .unwrap_or_default();
+        let ids = hold_ids(order)?;
         if ids.is_empty() {
             return Ok(());
         }
@@ -402,13 +403,7 @@ impl Factory {
             return Ok(false);
         }
         if stage == Status::InProduction {
-            let ids: Vec<String> = order
-                .holds
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| FactoryError::Internal(e.to_string()))?
-                .unwrap_or_default();
+            let ids = hold_ids(&order)?;
             let mut client = InventoryClient::new(self.channel("inventory").await?);
             let done = client
                 .commit(request(inv::CommitRequest {

@@ -194,9 +194,8 @@ async fn main() -> Result<(), Error> {
             .await?;
     for option in config["options"].as_array().ok_or("no options")? {
         let code = option.as_str().ok_or("option code")?;
-        let sku: String = code.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c.to_ascii_uppercase() } else { '-' }).collect();
         let r = http
-            .put(format!("{base}/api/inventory/stock/CAR-{sku}"))
+            .put(format!("{base}/api/inventory/stock/{}", motorpool_factory::domain::sku(code)))
             .bearer_auth(&admin)
             .json(&json!({"quantity": 1_000_000}))
             .send()

@@ -41,10 +41,7 @@ async fn spawn_factory_with(tune: impl FnOnce(&mut motorpool::Config)) -> (App, 
 }
 
 /// The inventory SKU of a configuration option: `CAR-<CODE>`, as the factory's bill of materials names it.
-pub fn sku(code: &str) -> String {
-    let cleaned: String = code.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c.to_ascii_uppercase() } else { '-' }).collect();
-    format!("CAR-{cleaned}")
-}
+pub use motorpool_factory::domain::sku;
 
 /// Saves the seed's configuration as `token`'s; its id and bill of materials.
 async fn configure(app: &App, token: &str) -> (String, Vec<String>) {
