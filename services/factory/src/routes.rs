@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use motorpool_platform::auth::{Caller, Verifier};
 use motorpool_platform::clock::rfc3339_ms;
+use motorpool_platform::idempotency::{self, Begin};
 use motorpool_platform::money::MoneyView;
 use motorpool_platform::problem::{ApiJson, ApiResult, Code, Problem};
 use serde::{Deserialize, Serialize};
@@ -137,40 +138,75 @@ async fn view(s: &AppState, o: OrderRow) -> Result<OrderView, Problem> {
 
 /// Place an order for a saved configuration (the seed's `POST /api/factory/order`).
 #[utoipa::path(post, path = "/api/factory/order", tag = "factory", request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "optional: a retry with the same key replays the first answer")),
     responses((status = 201, body = Placed), (status = 202, body = Placed, description = "placed while a peer is unavailable; finished in the background"), (status = 402, description = "the deposit was declined; nothing is held"),
               (status = 403, description = "ordering for another user"), (status = 404, description = "no such configuration"),
               (status = 409, description = "insufficient funds for the deposit; nothing is held")))]
-async fn place_order(State(s): State<AppState>, caller: Caller, ApiJson(req): ApiJson<PlaceOrder>) -> ApiResult<Response> {
+async fn place_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceOrder>,
+) -> ApiResult<Response> {
     if req.user_id != caller.user_id && !caller.is_admin() {
         return Err(Problem::new(Code::Forbidden).detail("userId must be your own"));
     }
     if req.config_id.is_empty() || req.config_id.len() > 64 {
         return Err(Problem::new(Code::ValidationFailed).field("configId", "must be 1 to 64 characters"));
     }
-    let order = s.factory.place(&req.user_id, &req.config_id).await?;
-    if order.status == Status::Failed.code() {
+    // Optional (the seed sends none): a retry with the same key gets the first answer and
+    // places nothing again.
+    let key = idempotency::key_from(&headers)?;
+    let scope = format!("{}:factory-order", caller.user_id);
+    if let Some(key) = &key {
+        let fingerprint = idempotency::fingerprint(&[req.config_id.as_bytes(), req.user_id.as_bytes()]);
+        if let Begin::Replay(stored) = idempotency::begin(&s.factory.db, &scope, key, &fingerprint, s.factory.clock.now_ms()).await? {
+            return Ok(stored.into_response());
+        }
+    }
+    let order = match s.factory.place(&req.user_id, &req.config_id).await {
+        Ok(order) => order,
+        Err(e) => {
+            // Nothing was placed: the key is free for a retry.
+            if let Some(key) = &key {
+                idempotency::abandon(&s.factory.db, &scope, key).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let answer: Result<(StatusCode, Placed), Problem> = if order.status == Status::Failed.code() {
         let reason = order.failure.clone().unwrap_or_default();
         let code = if reason == "insufficient_funds" { Code::InsufficientFunds } else { Code::PaymentDeclined };
-        return Err(Problem::new(code).detail(format!("the deposit was not taken ({reason}); nothing is held")).with("orderId", order.id));
-    }
-    if Factory::is_unfinished(&order) {
-        let body = Placed {
+        Err(Problem::new(code).detail(format!("the deposit was not taken ({reason}); nothing is held")).with("orderId", order.id))
+    } else if Factory::is_unfinished(&order) {
+        let placed = Placed {
             message: "Order placed; it is being finished in the background.",
             status: label(&order.status),
             status_code: order.status.clone(),
             estimated_delivery: None,
             order_id: order.id,
         };
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-    }
-    let body = Placed {
-        message: "Order placed successfully.",
-        status: label(&order.status),
-        status_code: order.status.clone(),
-        estimated_delivery: order.production_day.map(|d| domain::date(domain::delivery_day(d))),
-        order_id: order.id,
+        Ok((StatusCode::ACCEPTED, placed))
+    } else {
+        let placed = Placed {
+            message: "Order placed successfully.",
+            status: label(&order.status),
+            status_code: order.status.clone(),
+            estimated_delivery: order.production_day.map(|d| domain::date(domain::delivery_day(d))),
+            order_id: order.id,
+        };
+        Ok((StatusCode::CREATED, placed))
     };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    if let Some(key) = &key {
+        let (status, body) = match &answer {
+            Ok((status, placed)) => (status.as_u16(), serde_json::to_vec(placed)),
+            Err(p) => (p.code.status().as_u16(), serde_json::to_vec(&p.body())),
+        };
+        let body = body.map_err(Problem::internal)?;
+        idempotency::complete_outside(&s.factory.db, &scope, key, status, &body).await.map_err(Problem::internal)?;
+    }
+    let (status, placed) = answer?;
+    Ok((status, Json(placed)).into_response())
 }
 
 async fn own_order(s: &AppState, caller: &Caller, id: &str) -> Result<OrderRow, Problem> {

@@ -284,3 +284,43 @@ async fn concurrent_orders_fill_each_production_day_up_to_its_capacity_and_no_fu
     assert_eq!(days, expected, "two a day, from the earliest day on, none skipped");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_order_retried_with_its_idempotency_key_is_placed_and_charged_once() {
+    let (app, _clock) = spawn_factory().await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("retrier").await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "10000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 5).await;
+    }
+    let body = json!({"configId": config_id, "userId": user_id});
+    let place = |key: &'static str| {
+        app.http.post(format!("{}/api/factory/order", app.gw)).bearer_auth(&token).header("Idempotency-Key", key).json(&body).send()
+    };
+    let first = place("car-1").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = place("car-1").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["orderId"], first["orderId"], "the same order");
+    assert_eq!(app.available(&token).await, "4175.00", "one deposit");
+    let orders: Value = app.get_auth("/api/factory/orders", &token).await.json().await.unwrap();
+    assert_eq!(orders.as_array().unwrap().len(), 1);
+    // The same key with another body is refused; nothing is placed.
+    let r = app
+        .http
+        .post(format!("{}/api/factory/order", app.gw))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "car-1")
+        .json(&json!({"configId": "other-config", "userId": user_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 422, "idempotency_key_reused").await;
+    assert_eq!(holds_of(&app, &admin, first["orderId"].as_str().unwrap()).await, skus.len());
+    app.cleanup().await;
+}
