@@ -334,47 +334,27 @@ pub async fn insert_new_line(
 ) -> Result<bool, sqlx::Error> {
     const CART_IDLE: &str = "UPDATE carts SET updated_at = $6 WHERE id = $1 AND busy_until <= $6 AND checkout_order_id IS NULL";
     const INSERT: &str = "INSERT INTO cart_lines (cart_id, product_code, quantity, hold_id, hold_expires_at, added_at)";
+    // Every statement below takes the same six parameters.
+    let line = |sql: String| {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cart_id).bind(code).bind(quantity).bind(hold_id).bind(expires_at).bind(now)
+    };
     if db.dialect() == Dialect::Postgres {
-        let (written,): (bool,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row = line(format!(
             "WITH c AS ({CART_IDLE} RETURNING id), \
              i AS ({INSERT} SELECT c.id, $2, $3, $4, $5, $6 FROM c ON CONFLICT (cart_id, product_code) DO NOTHING RETURNING 1) \
              SELECT EXISTS (SELECT 1 FROM i)"
-        )))
-        .bind(cart_id)
-        .bind(code)
-        .bind(quantity)
-        .bind(hold_id)
-        .bind(expires_at)
-        .bind(now)
+        ))
         .fetch_one(db.pool())
         .await?;
-        return Ok(written);
+        return sqlx::Row::try_get::<bool, _>(&row, 0);
     }
     let mut tx = db.begin_write().await?;
-    let idle = sqlx::query(sqlx::AssertSqlSafe(CART_IDLE))
-        .bind(cart_id)
-        .bind(code)
-        .bind(quantity)
-        .bind(hold_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
+    let idle = line(CART_IDLE.to_owned()).execute(&mut *tx).await?.rows_affected() == 1;
     let written = idle
-        && sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{INSERT} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (cart_id, product_code) DO NOTHING"
-        )))
-        .bind(cart_id)
-        .bind(code)
-        .bind(quantity)
-        .bind(hold_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        && line(format!("{INSERT} VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (cart_id, product_code) DO NOTHING"))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             == 1;
     if written {
         tx.commit().await?;
