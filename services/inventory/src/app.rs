@@ -254,8 +254,9 @@ impl Inventory {
         for line in lines {
             // Once one line is refused nothing more is taken; the rest is only checked, so the
             // answer lists every short line.
+            let taking = shortages.is_empty();
             let mut got = None;
-            if shortages.is_empty() {
+            if taking {
                 got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
                 if got.is_none() && self.expire_sku(&mut tx, &line.sku, now).await? > 0 {
                     got = store::try_take(&mut tx, &line.sku, line.quantity, now).await?;
@@ -265,7 +266,20 @@ impl Inventory {
                 taken.push((line, c));
                 continue;
             }
-            let available = match store::counters(&mut tx, &line.sku).await? {
+            // A refused take is looked at again under the row's lock: stock that arrived since
+            // (a restock committed between the statements) is taken now, never skipped.
+            let counters =
+                if taking { store::lock_counters(&mut tx, &line.sku).await? } else { store::counters(&mut tx, &line.sku).await? };
+            let available = match counters {
+                Some(c) if c.quantity - c.held >= line.quantity && taking => {
+                    match store::try_take(&mut tx, &line.sku, line.quantity, now).await? {
+                        Some(c) => {
+                            taken.push((line, c));
+                            continue;
+                        }
+                        None => c.quantity - c.held,
+                    }
+                }
                 Some(c) if c.quantity - c.held >= line.quantity => continue,
                 Some(c) => c.quantity - c.held,
                 None => {
@@ -275,11 +289,12 @@ impl Inventory {
             };
             shortages.push(Shortage { sku: line.sku.clone(), requested: line.quantity, available });
         }
+        debug_assert!(!shortages.is_empty() || taken.len() == lines.len(), "a granted hold covers every line");
         if !shortages.is_empty() {
             tx.rollback().await?;
             return Ok(if unknown { HoldOutcome::UnknownSku(shortages) } else { HoldOutcome::OutOfStock(shortages) });
         }
-        let total: i64 = lines.iter().map(|l| l.quantity).sum();
+        let total: i64 = taken.iter().map(|(l, _)| l.quantity).sum();
         let cap = self.cfg.owner_cap_units;
         match store::owner_add(&mut tx, owner, total, cap).await {
             Ok(_) => {}

@@ -249,6 +249,14 @@ pub async fn counters(tx: &mut Tx, sku: &str) -> Result<Option<Counters>, sqlx::
     Ok(row.map(|r| Counters { quantity: r.get(0), held: r.get(1) }))
 }
 
+/// [`counters`] with the row locked until the transaction ends (a no-op update takes the lock
+/// on PostgreSQL; SQLite's writer already holds the database).
+pub async fn lock_counters(tx: &mut Tx, sku: &str) -> Result<Option<Counters>, sqlx::Error> {
+    let row =
+        sqlx::query("UPDATE stock SET held = held WHERE sku = $1 RETURNING quantity, held").bind(sku).fetch_optional(&mut **tx).await?;
+    Ok(row.map(|r| Counters { quantity: r.get(0), held: r.get(1) }))
+}
+
 /// Adds `delta` (negative to subtract) to the owner's held units; the cap check refuses a total
 /// above `cap` with a `owner_holds_cap` violation. Returns the new total.
 pub async fn owner_add(tx: &mut Tx, owner: &str, delta: i64, cap: i64) -> Result<i64, sqlx::Error> {

@@ -495,3 +495,50 @@ async fn two_hundred_concurrent_holds_of_ten_units_have_exactly_ten_winners() {
     app.assert_inventory_consistent(&admin).await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_multi_line_hold_racing_a_restock_holds_every_line_or_none() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    app.put_stock(&admin, "RESTOCK-A", 10_000).await;
+    let client = grpc(&app).await;
+    let mut winners_total = 0;
+    for round in 0..16u64 {
+        let b = format!("RESTOCK-B{round}");
+        app.put_stock(&admin, &b, 0).await;
+        // Eight callers ask for one of each until told to stop; the B part arrives while their
+        // holds are being refused for it, at a different moment each round.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let callers = (0..8).map(|i| {
+            let (mut c, b, stop) = (client.clone(), b.clone(), stop.clone());
+            let o = owner(&format!("restock{round}-{i}"));
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = hold(&mut c, &o, vec![line("RESTOCK-A", 1), line(&b, 1)], 0).await;
+                    if r.outcome() == Outcome::Held {
+                        return Some(r);
+                    }
+                    assert_eq!(r.outcome(), Outcome::OutOfStock, "{r:?}");
+                }
+                None
+            }
+        });
+        let restock = async {
+            tokio::time::sleep(Duration::from_micros(700 * round)).await;
+            app.put_stock(&admin, &b, 3).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let (replies, ()) = futures::future::join(futures::future::join_all(callers), restock).await;
+        let won: Vec<HoldReply> = replies.into_iter().flatten().collect();
+        for r in &won {
+            assert_eq!(r.holds.len(), 2, "a hold granted is a hold of every line: {r:?}");
+        }
+        assert_eq!(won.len(), 3, "round {round}: the three units that arrived, one per winner");
+        assert_eq!(levels(&app, &admin, &b).await, (3, 3, 0), "round {round}");
+        winners_total += won.len() as i64;
+    }
+    assert_eq!(levels(&app, &admin, "RESTOCK-A").await, (10_000, winners_total, 10_000 - winners_total));
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
