@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use motorpool_platform::clock::Clock;
-use motorpool_platform::db::Db;
+use motorpool_platform::db::{Db, Tx};
 
 use motorpool_platform::events::Outbox;
 use motorpool_platform::grpc::{Peers, request};
@@ -37,6 +37,9 @@ pub enum FactoryError {
     PeerUnavailable(&'static str),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// An injected crash (`factory.crash_after`): the step's effect happened, its record did not.
+    #[error("crashed after the {0} step (fault injection)")]
+    Crashed(&'static str),
     #[error("{0}")]
     Internal(String),
 }
@@ -54,6 +57,8 @@ pub struct Factory {
     pub clock: Clock,
     pub peers: Peers,
     pub cfg: FactoryConfig,
+    /// The armed crash points of `factory.crash_after`; each fires once.
+    crashes: std::sync::Mutex<Vec<String>>,
 }
 
 fn owner(order_id: &str) -> String {
@@ -71,6 +76,24 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, FactoryError> {
 }
 
 impl Factory {
+    pub fn new(db: Db, outbox: Outbox, clock: Clock, peers: Peers, cfg: FactoryConfig) -> Self {
+        let crashes = std::sync::Mutex::new(cfg.crash_after.clone());
+        Self { db, outbox, clock, peers, cfg, crashes }
+    }
+
+    /// Fails as a crash would, right here, if `step` is an armed crash point (once).
+    fn crash_point(&self, step: &'static str) -> Result<(), FactoryError> {
+        let mut armed = self.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match armed.iter().position(|p| p == step) {
+            Some(i) => {
+                armed.remove(i);
+                tracing::warn!(step, "injected crash");
+                Err(FactoryError::Crashed(step))
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn channel(&self, name: &'static str) -> Result<Channel, FactoryError> {
         self.peers.channel(name).await.map_err(|_| FactoryError::PeerUnavailable(name))
     }
@@ -123,9 +146,10 @@ impl Factory {
         self.outbox.wake();
         let id = order.id.clone();
         match self.advance(order).await {
-            // Placed all the same: recovery finishes it once the peer is back.
-            Err(FactoryError::PeerUnavailable(peer)) => {
-                tracing::warn!(order = %id, peer, "order placed; its saga waits for a peer");
+            // Placed all the same: recovery finishes it once the peer is back (or, after a
+            // crash, once it is due).
+            Err(e @ (FactoryError::PeerUnavailable(_) | FactoryError::Crashed(_))) => {
+                tracing::warn!(order = %id, error = %e, "order placed; recovery finishes its saga");
                 self.reload(&id).await
             }
             r => r,
@@ -141,11 +165,21 @@ impl Factory {
     /// event when the status changed. Whether it was saved.
     async fn save(&self, current: &OrderRow, next: &OrderRow, note: Option<&str>) -> Result<bool, FactoryError> {
         let mut tx = self.db.begin_write().await?;
-        if !store::update_order(&mut tx, next, &current.step, &current.status).await? {
+        if !self.save_in(&mut tx, current, next, note).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(true)
+    }
+
+    /// [`Self::save`] inside the caller's transaction (the caller commits and wakes the outbox).
+    async fn save_in(&self, tx: &mut Tx, current: &OrderRow, next: &OrderRow, note: Option<&str>) -> Result<bool, FactoryError> {
+        if !store::update_order(tx, next, &current.step, &current.status).await? {
             return Ok(false);
         }
         if next.status != current.status {
-            store::add_timeline(&mut tx, &next.id, &next.status, next.updated_at, note).await?;
+            store::add_timeline(tx, &next.id, &next.status, next.updated_at, note).await?;
             let data = events::StatusChanged {
                 order_id: next.id.clone(),
                 user_id: next.user_id.clone(),
@@ -154,10 +188,8 @@ impl Factory {
                 estimated_delivery: next.production_day.map(|d| domain::date(domain::delivery_day(d))),
                 reason: next.failure.clone(),
             };
-            self.outbox.add(&mut tx, events::kind_for(&next.status), &next.id, &data).await?;
+            self.outbox.add(tx, events::kind_for(&next.status), &next.id, &data).await?;
         }
-        tx.commit().await?;
-        self.outbox.wake();
         Ok(true)
     }
 
@@ -177,10 +209,12 @@ impl Factory {
                         .await
                         .map_err(|s| peer("inventory", &s))?;
                     next.holds = self.hold(&mut client, &order).await?;
+                    self.crash_point("hold")?;
                     next.step = "deposit".into();
                 }
                 "deposit" => match self.charge_deposit(&order).await? {
                     Ok(charge_id) => {
+                        self.crash_point("deposit")?;
                         next.charge_id = charge_id;
                         next.step = "book".into();
                     }
@@ -202,6 +236,7 @@ impl Factory {
                 }
                 "compensate" => {
                     self.undo(&order).await?;
+                    self.crash_point("compensate")?;
                     next.holds = None;
                     if order.status != Status::Cancelled.code() {
                         next.status = Status::Failed.code().into();
@@ -227,13 +262,22 @@ impl Factory {
     /// Holds the bill of materials; the hold ids as JSON, or `None` when parts are short.
     async fn hold(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<Option<String>, FactoryError> {
         let bom: Vec<(String, i64)> = serde_json::from_str(&order.bom).map_err(|e| FactoryError::Internal(e.to_string()))?;
-        let lines = bom.into_iter().map(|(sku, quantity)| inv::Line { sku, quantity }).collect();
+        let lines: Vec<inv::Line> = bom.into_iter().map(|(sku, quantity)| inv::Line { sku, quantity }).collect();
+        let line_count = lines.len();
         let reply = client
             .hold(request(inv::HoldRequest { owner: owner(&order.id), lines, ttl_seconds: self.cfg.placing_hold_ttl_secs }))
             .await
             .map_err(|s| peer("inventory", &s))?
             .into_inner();
         match reply.outcome() {
+            inv::Outcome::Held if reply.holds.len() != line_count => {
+                // Never build on a partial hold: give it back and try again later.
+                client
+                    .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
+                    .await
+                    .map_err(|s| peer("inventory", &s))?;
+                Err(FactoryError::Internal(format!("inventory held {} of {line_count} parts", reply.holds.len())))
+            }
             inv::Outcome::Held => Ok(Some(json(&reply.holds.iter().map(|h| h.hold_id.clone()).collect::<Vec<_>>())?)),
             inv::Outcome::OutOfStock => Ok(None),
             other => Err(FactoryError::Internal(format!("inventory refused the order's hold: {other:?}"))),
@@ -263,7 +307,9 @@ impl Factory {
         }
     }
 
-    /// Books the earliest day with capacity and schedules the order, in one transaction.
+    /// Books the earliest day with capacity and schedules the order, in one transaction: a
+    /// crash leaves either both or neither, never a slot taken for an order that does not
+    /// know it.
     async fn book(&self, order: &OrderRow, mut next: OrderRow) -> Result<(), FactoryError> {
         // Holds live a day at most: renewed now (before a slot is taken, so an unavailable
         // inventory leaves nothing booked), then by the scheduler until production starts.
@@ -276,16 +322,16 @@ impl Factory {
         while !store::book_slot(&mut tx, &self.cfg.plant, day, self.cfg.daily_capacity).await? {
             day = store::first_open_day(&mut tx, &self.cfg.plant, day + 1, self.cfg.daily_capacity).await?;
         }
-        tx.commit().await?;
+        self.crash_point("book")?;
         next.plant = Some(self.cfg.plant.clone());
         next.production_day = Some(day);
         next.status = Status::Scheduled.code().into();
         next.step = "done".into();
         next.next_at = Some(self.renewal_or_start(next.updated_at, day));
-        if !self.save(order, &next, None).await? {
-            let mut tx = self.db.begin_write().await?;
-            store::free_slot(&mut tx, &self.cfg.plant, day).await?;
+        // Moved meanwhile (a cancellation): dropping the transaction gives the slot back.
+        if self.save_in(&mut tx, order, &next, None).await? {
             tx.commit().await?;
+            self.outbox.wake();
         }
         Ok(())
     }
@@ -371,8 +417,12 @@ impl Factory {
             let mut client = InventoryClient::new(self.channel("inventory").await?);
             let mut next = order.clone();
             next.updated_at = now;
+            // An attempt a crash cut off after its hold would otherwise keep those parts from
+            // this one for as long as they are held.
+            client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
             match self.hold(&mut client, &order).await? {
                 Some(holds) => {
+                    self.crash_point("parts_hold")?;
                     next.holds = Some(holds);
                     next.step = "book".into();
                     next.next_at = None;
@@ -414,6 +464,7 @@ impl Factory {
                 .await
                 .map_err(|s| peer("inventory", &s))?
                 .into_inner();
+            self.crash_point("commit")?;
             if !done.missing_hold_ids.is_empty() {
                 tracing::warn!(order = %order.id, missing = ?done.missing_hold_ids, "holds lost before production");
             }

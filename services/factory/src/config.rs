@@ -23,7 +23,15 @@ pub struct FactoryConfig {
     pub resume_after_ms: i64,
     /// Units of each bill-of-materials part put in stock when demo data is seeded.
     pub demo_stock_per_part: i64,
+    /// Fault injection, for tests of recovery: the saga stops right after each named step's
+    /// effect and before recording it, once per process, as if the process died there. Steps:
+    /// `hold`, `deposit`, `book` (inside the booking transaction), `parts_hold` (a waiting
+    /// order's hold), `commit` (production start), `compensate`. Empty in production.
+    pub crash_after: Vec<String>,
 }
+
+/// The steps `factory.crash_after` may name.
+pub const CRASH_POINTS: &[&str] = &["hold", "deposit", "book", "parts_hold", "commit", "compensate"];
 
 impl Default for FactoryConfig {
     fn default() -> Self {
@@ -36,6 +44,7 @@ impl Default for FactoryConfig {
             tick_ms: 1_000,
             resume_after_ms: 20_000,
             demo_stock_per_part: 50,
+            crash_after: Vec::new(),
         }
     }
 }
@@ -50,6 +59,9 @@ impl FactoryConfig {
         anyhow::ensure!(self.tick_ms >= 10, "factory.tick_ms must be at least 10");
         anyhow::ensure!(self.resume_after_ms >= 100, "factory.resume_after_ms must be at least 100");
         anyhow::ensure!(self.demo_stock_per_part >= 0, "factory.demo_stock_per_part must not be negative");
+        if let Some(bad) = self.crash_after.iter().find(|p| !CRASH_POINTS.contains(&p.as_str())) {
+            anyhow::bail!("factory.crash_after: no step {bad:?}; the steps are {}", CRASH_POINTS.join(", "));
+        }
         Ok(())
     }
 }

@@ -53,13 +53,7 @@ impl ServiceDef for FactoryService {
 
     fn build(self: Box<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
         async move {
-            let factory = Arc::new(app::Factory {
-                db: ctx.db()?,
-                outbox: ctx.outbox.clone(),
-                clock: ctx.clock.clone(),
-                peers: ctx.peers.clone(),
-                cfg: self.config,
-            });
+            let factory = Arc::new(app::Factory::new(ctx.db()?, ctx.outbox.clone(), ctx.clock.clone(), ctx.peers.clone(), self.config));
             let state = routes::AppState { factory: factory.clone(), verifier: ctx.verifier.clone() };
             let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());
             parts.required_peers = vec!["configurator", "inventory", "payments"];

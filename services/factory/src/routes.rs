@@ -56,6 +56,9 @@ impl From<FactoryError> for Problem {
                 .detail(format!("{peer} is unavailable; a placed order finishes in the background"))
                 .retry_after(2),
             FactoryError::Db(e) => Problem::internal(e),
+            FactoryError::Crashed(step) => Problem::new(Code::ServiceUnavailable)
+                .detail(format!("interrupted after the {step} step; recovery finishes the order"))
+                .retry_after(2),
             FactoryError::Internal(m) => Problem::internal(m),
         }
     }
@@ -106,6 +109,9 @@ pub struct OrderView {
     pub plant: Option<String>,
     pub production_date: Option<String>,
     pub failure: Option<String>,
+    /// The placing saga or a cancellation still has steps to run (an unavailable peer or a
+    /// crash stopped it); they finish in the background.
+    pub in_progress: bool,
     pub timeline: Vec<TimelineEntry>,
     pub created_at: String,
 }
@@ -128,6 +134,7 @@ async fn view(s: &AppState, o: OrderRow) -> Result<OrderView, Problem> {
             .map(|(code, at, note)| TimelineEntry { status: label(&code), status_code: code, at: rfc3339_ms(at), note })
             .collect(),
         created_at: rfc3339_ms(o.created_at),
+        in_progress: Factory::is_unfinished(&o),
         order_id: o.id,
         config_id: o.config_id,
         model: o.model,

@@ -325,3 +325,85 @@ async fn an_order_retried_with_its_idempotency_key_is_placed_and_charged_once() 
     assert_eq!(holds_of(&app, &admin, first["orderId"].as_str().unwrap()).await, skus.len());
     app.cleanup().await;
 }
+
+/// Moves the clock past `factory.resume_after_ms` until recovery has brought the order to
+/// `code` with nothing left to run (each injected crash stops it once more on the way).
+async fn recover_to(app: &App, clock: &Clock, token: &str, order_id: &str, code: &str) -> Value {
+    eventually(Duration::from_secs(15), code, || async {
+        clock.advance(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = order(app, token, order_id).await;
+        (o["statusCode"] == code && o["inProgress"] == false).then_some(o)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_crash_right_after_any_saga_step_is_resumed_without_a_second_hold_charge_slot_or_use_of_parts() {
+    let (app, clock) = spawn_factory_with(|cfg| {
+        cfg.factory.daily_capacity = 1;
+        cfg.factory.crash_after = motorpool_factory::config::CRASH_POINTS.iter().map(|p| (*p).to_owned()).collect();
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("crashy").await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "20000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 3).await;
+    }
+    let body = json!({"configId": config_id, "userId": user_id});
+
+    // Crash after the hold: the order is accepted, its parts are held, no deposit yet.
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())).await;
+    assert_eq!(r.status(), 202);
+    let first = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    let o = order(&app, &token, &first).await;
+    assert_eq!((&o["statusCode"], &o["inProgress"]), (&json!("placed"), &json!(true)), "{o}");
+    assert_eq!(holds_of(&app, &admin, &first).await, skus.len());
+    assert_eq!(app.available(&token).await, "20000.00");
+    // Recovery resumes it through a crash after the deposit (charged, unrecorded) and one
+    // inside the booking transaction (slot taken, rolled back) to the earliest free day.
+    let o = recover_to(&app, &clock, &token, &first, "scheduled").await;
+    assert_eq!(o["productionDate"], date_after(&clock, 7), "the day a rolled-back booking took is free again: {o}");
+    assert_eq!(app.available(&token).await, "14175.00", "one deposit of 5,825.00");
+    assert_eq!(holds_of(&app, &admin, &first).await, skus.len(), "the parts held once");
+    for s in &skus {
+        assert_eq!(app.stock(&admin, s).await["held"], 1, "{s}");
+    }
+
+    // A second order waits for a part; its hold when the part arrives crashes unrecorded, and
+    // the next attempt still gets the parts (the orphaned holds are given back first).
+    let scarce = skus.iter().find(|s| s.as_str() == "CAR-V6-3.0").expect("the V6 part").clone();
+    app.put_stock(&admin, &scarce, 1).await;
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())).await;
+    assert_eq!(r.status(), 201);
+    let second = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(order(&app, &token, &second).await["statusCode"], "awaiting_parts");
+    app.put_stock(&admin, &scarce, 2).await;
+    let o = wait_status(&app, &token, &second, "scheduled").await;
+    assert_eq!(o["productionDate"], date_after(&clock, 8), "the next day: capacity 1 a day");
+    assert_eq!(holds_of(&app, &admin, &second).await, skus.len());
+    assert_eq!(app.stock(&admin, &scarce).await["held"], 2, "one per order");
+
+    // Its cancellation crashes after the refund and release: recovery finishes it, refunding once.
+    let r = app.send(Method::POST, &format!("/api/factory/order/{second}/cancel"), Some(&token), None).await;
+    assert_problem(r, 503, "service_unavailable").await;
+    let o = order(&app, &token, &second).await;
+    assert_eq!((&o["statusCode"], &o["inProgress"]), (&json!("cancelled"), &json!(true)), "{o}");
+    recover_to(&app, &clock, &token, &second, "cancelled").await;
+    assert_eq!(app.available(&token).await, "14175.00", "the second deposit refunded once");
+    assert_eq!(holds_of(&app, &admin, &second).await, 0);
+
+    // Production starts; the commit crashes unrecorded and is retried: the parts are used once.
+    clock.advance(7 * DAY);
+    wait_status(&app, &token, &first, "in_production").await;
+    for s in &skus {
+        let expected = if *s == scarce { 1 } else { 2 };
+        let level = app.stock(&admin, s).await;
+        assert_eq!((&level["quantity"], &level["held"]), (&json!(expected), &json!(0)), "{s} used once");
+    }
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
