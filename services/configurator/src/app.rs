@@ -79,29 +79,132 @@ pub struct App {
     pub cache: Cache,
     pub clock: Clock,
     pub cfg: ConfiguratorConfig,
-    /// The current catalog, compiled.
-    pub engine: Arc<Configurator>,
+    /// The current catalog, compiled; swapped whole when a newer version is published.
+    pub engine: std::sync::RwLock<Arc<Configurator>>,
+    /// Earlier catalog versions read back for configurations saved with them (they never change).
+    pub past_catalogs: std::sync::Mutex<std::collections::HashMap<i64, Arc<Catalog>>>,
+}
+
+/// Why a catalog was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(String),
+    /// The version is not the one after the newest (someone published first).
+    #[error("the next catalog version is {next}, not {given}")]
+    Version { given: u32, next: u32 },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl App {
     /// Stores the catalog as its version (if new) and compiles the newest stored one.
     pub async fn load_catalog(db: &Db, seed: &Catalog, now: i64) -> anyhow::Result<Configurator> {
         let body = serde_json::to_string(seed)?;
-        store::insert_catalog(db, i64::from(seed.version), &body, now).await?;
+        let mut tx = db.begin_write().await?;
+        store::insert_catalog(&mut tx, i64::from(seed.version), &body, now).await?;
+        tx.commit().await?;
         let latest = store::find_latest_catalog(db).await?.ok_or_else(|| anyhow::anyhow!("no catalog stored"))?;
         let catalog: Catalog = serde_json::from_str(&latest)?;
         Ok(Configurator::new(catalog)?)
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        self.engine.catalog()
+    /// The current catalog, compiled. One use case takes it once, so a catalog published
+    /// meanwhile cannot mix two versions into one answer.
+    pub fn engine(&self) -> Arc<Configurator> {
+        self.engine.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Catalog `version` as it was published: the current one, or an earlier one from the store.
+    pub async fn catalog_version(&self, version: i64) -> Result<Option<Arc<Catalog>>, ConfiguratorError> {
+        let engine = self.engine();
+        if i64::from(engine.catalog().version) == version {
+            return Ok(Some(Arc::new(engine.catalog().clone())));
+        }
+        if let Some(c) = self.past_catalogs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&version) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(body) = store::find_catalog(&self.db, version).await? else { return Ok(None) };
+        let catalog: Arc<Catalog> = Arc::new(serde_json::from_str(&body).map_err(|e| ConfiguratorError::Internal(e.to_string()))?);
+        self.past_catalogs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(version, catalog.clone());
+        Ok(Some(catalog))
+    }
+
+    fn install(&self, engine: Configurator) {
+        *self.engine.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(engine);
+    }
+
+    /// Publishes `catalog` as the next version: validated and compiled first, stored (a
+    /// concurrent publisher of the same version loses), announced, and served at once here;
+    /// other replicas pick it up when they next look ([`Self::refresh_catalog`]).
+    pub async fn publish_catalog(&self, catalog: Catalog) -> Result<Arc<Configurator>, PublishError> {
+        let newest = store::latest_catalog_version(&self.db).await?.unwrap_or_default();
+        let next = u32::try_from(newest + 1).map_err(|e| PublishError::Internal(e.to_string()))?;
+        if catalog.version != next {
+            return Err(PublishError::Version { given: catalog.version, next });
+        }
+        let engine = Configurator::new(catalog).map_err(|e| PublishError::Invalid(e.to_string()))?;
+        if engine.option_id(&self.cfg.default_model).is_none() {
+            return Err(PublishError::Invalid(format!(
+                "the catalog has no model {:?} (configurator.default_model)",
+                self.cfg.default_model
+            )));
+        }
+        let c = engine.catalog();
+        let body = serde_json::to_string(c).map_err(|e| PublishError::Internal(e.to_string()))?;
+        let data = events::CatalogPublished {
+            version: i64::from(c.version),
+            models: c.options.iter().filter(|o| o.group == MODEL_GROUP).map(|o| o.code.clone()).collect(),
+            options: c.options.len(),
+            rules: c.rules.len(),
+        };
+        let mut tx = self.db.begin_write().await?;
+        if !store::insert_catalog(&mut tx, data.version, &body, self.clock.now_ms()).await? {
+            // Another publisher took this version first.
+            return Err(PublishError::Version { given: c.version, next: next + 1 });
+        }
+        self.outbox.add(&mut tx, events::CATALOG_PUBLISHED, &data.version.to_string(), &data).await?;
+        tx.commit().await?;
+        self.outbox.wake();
+        self.install(engine);
+        Ok(self.engine())
+    }
+
+    /// Serves the newest stored catalog if it is newer than the one served (another replica
+    /// published it). Whether it changed.
+    pub async fn refresh_catalog(&self) -> anyhow::Result<bool> {
+        let serving = i64::from(self.engine().catalog().version);
+        if store::latest_catalog_version(&self.db).await?.is_none_or(|v| v <= serving) {
+            return Ok(false);
+        }
+        let body = store::find_latest_catalog(&self.db).await?.ok_or_else(|| anyhow::anyhow!("no catalog stored"))?;
+        let engine = Configurator::new(serde_json::from_str(&body)?)?;
+        tracing::info!(version = engine.catalog().version, "serving a newer catalog");
+        self.install(engine);
+        Ok(true)
+    }
+
+    /// Looks for a newer catalog every `configurator.catalog_poll_ms`, until `shutdown`.
+    pub async fn watch_catalog(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let period = Duration::from_millis(self.cfg.catalog_poll_ms);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            if let Err(e) = self.refresh_catalog().await {
+                tracing::warn!(error = %e, "could not look for a newer catalog");
+            }
+        }
     }
 
     /// The option of `group` that `value` names: its code or its name (any case), else the
     /// one option whose name contains `value` as a whole word ("V6" → "3.0 V6 petrol").
-    fn resolve_one(&self, group: &str, value: &str) -> Result<String, String> {
+    fn resolve_one(engine: &Configurator, group: &str, value: &str) -> Result<String, String> {
         let wanted = value.trim().to_lowercase();
-        let members: Vec<_> = self.catalog().options.iter().filter(|o| o.group == group).collect();
+        let members: Vec<_> = engine.catalog().options.iter().filter(|o| o.group == group).collect();
         if let Some(o) = members.iter().find(|o| o.code.to_lowercase() == wanted || o.name.to_lowercase() == wanted) {
             return Ok(o.code.clone());
         }
@@ -118,17 +221,18 @@ impl App {
 
     /// Turns the seed's fields into picks: `(group, value)` pairs, the model decided when absent.
     pub fn resolve(&self, model: Option<&str>, fields: &[(&str, &str, &str)]) -> Result<Vec<String>, ConfiguratorError> {
+        let engine = self.engine();
         let mut picks = Vec::new();
         let mut errors = Vec::new();
         for (field, group, value) in fields {
-            match self.resolve_one(group, value) {
+            match Self::resolve_one(&engine, group, value) {
                 Ok(code) if !picks.contains(&code) => picks.push(code),
                 Ok(_) => {}
                 Err(e) => errors.push(((*field).to_owned(), e)),
             }
         }
         let model = match model {
-            Some(m) => match self.resolve_one(MODEL_GROUP, m) {
+            Some(m) => match Self::resolve_one(&engine, MODEL_GROUP, m) {
                 Ok(code) => Some(code),
                 Err(e) => {
                     errors.push(("model".into(), e));
@@ -140,42 +244,48 @@ impl App {
         if !errors.is_empty() {
             return Err(ConfiguratorError::Unresolved(errors));
         }
-        let model = model.unwrap_or_else(|| self.fitting_model(&picks));
+        let model = model.unwrap_or_else(|| self.fitting_model(&engine, &picks));
         picks.insert(0, model);
         Ok(picks)
     }
 
     /// The model for picks that name none: the configured default if they fit it, else the
     /// first model in catalog order they fit, else the default (which then explains why not).
-    pub fn fitting_model(&self, picks: &[String]) -> String {
+    pub fn fitting_model(&self, engine: &Configurator, picks: &[String]) -> String {
         let fits = |model: &str| {
             let mut all = vec![model.to_owned()];
             all.extend(picks.iter().cloned());
-            self.engine.selection(&all).map(|s| self.engine.evaluate(&s).is_consistent).unwrap_or(false)
+            engine.selection(&all).map(|s| engine.evaluate(&s).is_consistent).unwrap_or(false)
         };
         if fits(&self.cfg.default_model) {
             return self.cfg.default_model.clone();
         }
-        let models = self.catalog().options.iter().filter(|o| o.group == MODEL_GROUP);
+        let models = engine.catalog().options.iter().filter(|o| o.group == MODEL_GROUP);
         models.map(|o| o.code.clone()).find(|m| fits(m)).unwrap_or_else(|| self.cfg.default_model.clone())
     }
 
     /// Codes to a selection; unknown codes are reported by field `options`.
-    pub fn selection(&self, picks: &[String]) -> Result<Selection, ConfiguratorError> {
-        self.engine.selection(picks).map_err(|e| ConfiguratorError::Unresolved(vec![("options".into(), e.to_string())]))
+    pub fn selection(engine: &Configurator, picks: &[String]) -> Result<Selection, ConfiguratorError> {
+        engine.selection(picks).map_err(|e| ConfiguratorError::Unresolved(vec![("options".into(), e.to_string())]))
+    }
+
+    /// The picks evaluated on `engine` (one snapshot of the catalog).
+    pub fn evaluate_on(engine: &Configurator, picks: &[String]) -> Result<Evaluation, ConfiguratorError> {
+        Ok(engine.evaluate(&Self::selection(engine, picks)?))
     }
 
     pub fn evaluate(&self, picks: &[String]) -> Result<Evaluation, ConfiguratorError> {
-        Ok(self.engine.evaluate(&self.selection(picks)?))
+        Self::evaluate_on(&self.engine(), picks)
     }
 
     /// Saves the picks completed to their cheapest valid configuration, for `owner` if signed in.
     pub async fn save(&self, picks: &[String], owner: Option<&str>) -> Result<ConfigurationRow, ConfiguratorError> {
-        let evaluation = self.evaluate(picks)?;
+        let engine = self.engine();
+        let evaluation = Self::evaluate_on(&engine, picks)?;
         let Some(completion) = evaluation.cheapest else {
             return Err(ConfiguratorError::Invalid(Box::new(evaluation.conflict.unwrap_or_default())));
         };
-        let catalog = self.catalog();
+        let catalog = engine.catalog();
         let model = completion
             .options
             .iter()

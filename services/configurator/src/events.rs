@@ -9,11 +9,29 @@ use serde::{Deserialize, Serialize};
 
 pub const CONFIGURATION_SAVED: &str = "configurator.configuration.saved.v1";
 
-pub const SPECS: &[EventSpec] = &[EventSpec {
-    kind: CONFIGURATION_SAVED,
-    description: "A configuration was saved (by a signed-in user when userId is set).",
-    example: r#"{"configId":"…","userId":"…","catalogVersion":1,"model":"tundra","options":["tundra","v6-3.0","red"],"price":{"amount":"58250.00","currency":"EUR"}}"#,
-}];
+pub const CATALOG_PUBLISHED: &str = "configurator.catalog.published.v1";
+
+pub const SPECS: &[EventSpec] = &[
+    EventSpec {
+        kind: CONFIGURATION_SAVED,
+        description: "A configuration was saved (by a signed-in user when userId is set).",
+        example: r#"{"configId":"…","userId":"…","catalogVersion":1,"model":"tundra","options":["tundra","v6-3.0","red"],"price":{"amount":"58250.00","currency":"EUR"}}"#,
+    },
+    EventSpec {
+        kind: CATALOG_PUBLISHED,
+        description: "A new catalog version was published; configurations saved before keep their version and price.",
+        example: r#"{"version":2,"models":["aurora","tundra","volt-s"],"options":40,"rules":26}"#,
+    },
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogPublished {
+    pub version: i64,
+    pub models: Vec<String>,
+    pub options: usize,
+    pub rules: usize,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

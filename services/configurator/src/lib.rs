@@ -75,11 +75,13 @@ impl ServiceDef for ConfiguratorService {
                 cache: ctx.cache.clone(),
                 clock: ctx.clock.clone(),
                 cfg: self.config,
-                engine: Arc::new(engine),
+                engine: std::sync::RwLock::new(Arc::new(engine)),
+                past_catalogs: Default::default(),
             });
             let state = routes::AppState { app: app.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
             let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());
             parts.grpc = Some(motorpool_platform::http::grpc_routes(grpc::server(app.clone())));
+            parts.tasks.push(app.clone().watch_catalog(ctx.shutdown.clone()).boxed());
             parts.consumers.push(motorpool_platform::events::Consumer {
                 name: "configurator-orders".into(),
                 filter: events::FACTORY_ORDER_PLACED.into(),

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
-use motorpool_platform::auth::{Caller, Verifier};
+use motorpool_platform::auth::{Admin, Caller, Verifier};
 use motorpool_platform::clock::rfc3339_ms;
 use motorpool_platform::money::MoneyView;
 use motorpool_platform::problem::{ApiJson, ApiResult, Code, Problem};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::app::{App, ConfiguratorError, PopularLists, Session};
+use crate::app::{App, ConfiguratorError, PopularLists, PublishError, Session};
 use crate::domain::{Evaluation, Fix, MODEL_GROUP};
 use crate::store::{self, ConfigurationRow};
 
@@ -43,7 +43,7 @@ impl FromRef<AppState> for Verifier {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/configure", post(save_configuration))
-        .route("/api/configure/catalog", get(catalog))
+        .route("/api/configure/catalog", get(catalog).put(publish_catalog))
         .route("/api/configure/evaluate", post(evaluate))
         .route("/api/configure/popular", get(popular))
         .route("/api/configure/mine", get(mine))
@@ -55,7 +55,7 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(save_configuration, configuration, shared, mine, catalog, evaluate, popular, live),
+    paths(save_configuration, configuration, shared, mine, catalog, publish_catalog, evaluate, popular, live),
     components(schemas(SaveRequest, Saved, ConfigurationView, ConfigurationPage, EvaluateRequest, MoneyView)),
     tags((name = "configurator", description = "Configure a new car: catalog, live option states and prices, saved and shared configurations"))
 )]
@@ -133,7 +133,7 @@ impl SaveRequest {
                 picks.push(code.clone());
             }
         }
-        app.selection(&picks)?;
+        App::selection(&app.engine(), &picks)?;
         Ok(picks)
     }
 }
@@ -173,13 +173,17 @@ pub struct ConfigurationView {
     pub created_at: String,
 }
 
-fn view(app: &App, row: ConfigurationRow, show_code: bool, read_only: bool) -> ConfigurationView {
+/// A saved configuration as shown, its options named as in the catalog version it was made with.
+async fn view(app: &App, row: ConfigurationRow, show_code: bool, read_only: bool) -> Result<ConfigurationView, Problem> {
     let options: Vec<String> = serde_json::from_str(&row.options).unwrap_or_default();
-    let catalog = app.catalog();
+    let catalog = app
+        .catalog_version(row.catalog_version)
+        .await?
+        .ok_or_else(|| Problem::internal("a saved configuration's catalog version is gone"))?;
     let group_of = |code: &str| catalog.options.iter().find(|o| o.code == code).map(|o| o.group.as_str());
     let name_of = |code: &str| catalog.options.iter().find(|o| o.code == code).map(|o| o.name.clone()).unwrap_or_else(|| code.to_owned());
     let single = |group: &str| options.iter().find(|c| group_of(c) == Some(group)).map(|c| name_of(c));
-    ConfigurationView {
+    Ok(ConfigurationView {
         engine: single("engine"),
         color: single("color"),
         interior: single("interior"),
@@ -194,7 +198,7 @@ fn view(app: &App, row: ConfigurationRow, show_code: bool, read_only: bool) -> C
         created_at: rfc3339_ms(row.created_at),
         model: row.model,
         config_id: row.id,
-    }
+    })
 }
 
 /// Save a configuration (the seed's `POST /api/configure`).
@@ -225,7 +229,7 @@ async fn configuration(State(s): State<AppState>, headers: HeaderMap, Path(id): 
     if let Some(owner) = &row.owner_id {
         caller.ok_or_else(|| Problem::not_found("configuration"))?.require_owner(owner, "configuration")?;
     }
-    Ok(Json(view(&s.app, row, true, false)))
+    Ok(Json(view(&s.app, row, true, false).await?))
 }
 
 /// A read-only copy of a configuration by its share code.
@@ -234,7 +238,7 @@ async fn configuration(State(s): State<AppState>, headers: HeaderMap, Path(id): 
 async fn shared(State(s): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<ConfigurationView>> {
     let row =
         store::find_by_share_code(&s.app.db, &code).await.map_err(Problem::internal)?.ok_or_else(|| Problem::not_found("configuration"))?;
-    let mut v = view(&s.app, row, false, true);
+    let mut v = view(&s.app, row, false, true).await?;
     // A copy names no id: it cannot be used to reach the owner's original.
     v.config_id = String::new();
     Ok(Json(v))
@@ -277,13 +281,37 @@ async fn mine(State(s): State<AppState>, caller: Caller, Query(q): Query<PageQue
     let more = rows.len() as i64 > limit;
     let rows: Vec<ConfigurationRow> = rows.into_iter().take(limit as usize).collect();
     let next_cursor = if more { rows.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };
-    Ok(Json(ConfigurationPage { items: rows.into_iter().map(|r| view(&s.app, r, true, false)).collect(), next_cursor }))
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        items.push(view(&s.app, row, true, false).await?);
+    }
+    Ok(Json(ConfigurationPage { items, next_cursor }))
 }
 
 /// The current catalog: groups, options with prices (minor units), rules.
 #[utoipa::path(get, path = "/api/configure/catalog", tag = "configurator", responses((status = 200, description = "the catalog document")))]
 async fn catalog(State(s): State<AppState>) -> Json<crate::domain::Catalog> {
-    Json(s.app.catalog().clone())
+    Json(s.app.engine().catalog().clone())
+}
+
+/// Publishes a new catalog version (admin). `version` must be the one after the newest: 409
+/// otherwise (someone published first). An invalid catalog is 422 with every problem found.
+/// Configurations saved before keep the version and price they were made with; every replica
+/// serves the new version within `configurator.catalog_poll_ms`.
+#[utoipa::path(put, path = "/api/configure/catalog", tag = "configurator", security(("bearer" = [])),
+    responses((status = 200, description = "the catalog as now served"), (status = 403), (status = 409), (status = 422)))]
+async fn publish_catalog(
+    State(s): State<AppState>,
+    _admin: Admin,
+    ApiJson(catalog): ApiJson<crate::domain::Catalog>,
+) -> ApiResult<Json<crate::domain::Catalog>> {
+    match s.app.publish_catalog(catalog).await {
+        Ok(engine) => Ok(Json(engine.catalog().clone())),
+        Err(PublishError::Invalid(m)) => Err(Problem::new(Code::ValidationFailed).detail(m)),
+        Err(e @ PublishError::Version { .. }) => Err(Problem::new(Code::Conflict).detail(e.to_string())),
+        Err(PublishError::Db(e)) => Err(Problem::internal(e)),
+        Err(PublishError::Internal(m)) => Err(Problem::internal(m)),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -403,15 +431,16 @@ fn state_message(app: &App, session: &Session) -> Value {
 
 async fn handle(app: &App, session: &mut Session, owner: Option<&str>, m: ClientMessage) -> Value {
     let option = m.option.as_deref();
-    let known = |code: &str| app.catalog().options.iter().any(|o| o.code == code);
+    let engine = app.engine();
+    let known = |code: &str| engine.catalog().options.iter().any(|o| o.code == code);
     match (m.kind.as_str(), option) {
         ("pick" | "unpick", None) => json!({"type": "error", "message": "option is required"}),
         ("pick" | "unpick", Some(code)) if !known(code) => json!({"type": "error", "message": format!("no option {code:?}")}),
         ("pick", Some(code)) => {
-            let Ok(current) = app.selection(&session.picks) else {
+            let Ok(current) = App::selection(&engine, &session.picks) else {
                 return json!({"type": "error", "message": "the session's picks are no longer in the catalog; reset"});
             };
-            let fix = match app.engine.fix(&current, code) {
+            let fix = match engine.fix(&current, code) {
                 Ok(fix) => fix,
                 Err(e) => return json!({"type": "error", "message": e.to_string()}),
             };
@@ -445,11 +474,11 @@ async fn handle(app: &App, session: &mut Session, owner: Option<&str>, m: Client
 
 /// The picks with a model: a save without one takes the one that fits.
 fn with_model(app: &App, picks: &[String]) -> Vec<String> {
-    let catalog = app.catalog();
-    if picks.iter().any(|p| catalog.options.iter().any(|o| o.code == *p && o.group == MODEL_GROUP)) {
+    let engine = app.engine();
+    if picks.iter().any(|p| engine.catalog().options.iter().any(|o| o.code == *p && o.group == MODEL_GROUP)) {
         return picks.to_vec();
     }
-    let mut all = vec![app.fitting_model(picks)];
+    let mut all = vec![app.fitting_model(&engine, picks)];
     all.extend(picks.iter().cloned());
     all
 }

@@ -2,15 +2,25 @@
 
 use motorpool_platform::db::{Db, Tx};
 
-/// Stores `body` as catalog `version` unless that version exists already.
-pub async fn insert_catalog(db: &Db, version: i64, body: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO catalogs (version, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING")
+/// Stores `body` as catalog `version` unless that version exists already; whether it did.
+pub async fn insert_catalog(tx: &mut Tx, version: i64, body: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("INSERT INTO catalogs (version, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING")
         .bind(version)
         .bind(body)
         .bind(now)
-        .execute(db.pool())
+        .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// One catalog version's body.
+pub async fn find_catalog(db: &Db, version: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM catalogs WHERE version = $1").bind(version).fetch_optional(db.pool()).await
+}
+
+/// The newest stored catalog version.
+pub async fn latest_catalog_version(db: &Db) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(version) FROM catalogs").fetch_one(db.pool()).await
 }
 
 /// The newest catalog's body.

@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -578,7 +577,7 @@ async fn exchange(
     }
     let addr = match upstream {
         Some(u) => u.addr.clone(),
-        None => addrs[gw.next.fetch_add(1, Ordering::Relaxed) % addrs.len()].clone(),
+        None => addrs[gw.turn(rule.service, addrs.len())].clone(),
     };
 
     // The head (with this replica as host) and as much of the body as is buffered.

@@ -44,7 +44,9 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub metrics: Metrics,
     pub body_limit: usize,
-    pub(crate) next: AtomicUsize,
+    /// Round-robin position per routed service: one shared counter would let the mix of
+    /// services in the traffic decide which replica of each gets picked.
+    next: std::collections::HashMap<&'static str, AtomicUsize>,
     /// Per route-table rule and method, the request metrics (indexed like `RULES`).
     series: Vec<[Series; METHODS.len()]>,
 }
@@ -87,7 +89,22 @@ impl Gateway {
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(512).build(connector);
         let series = RULES.iter().map(|_| Default::default()).collect();
-        Self { client, discovery, verifier, cache, cfg, metrics, body_limit, next: AtomicUsize::new(0), series }
+        Self {
+            client,
+            discovery,
+            verifier,
+            cache,
+            cfg,
+            metrics,
+            body_limit,
+            next: crate::table::services().into_iter().map(|s| (s, AtomicUsize::new(0))).collect(),
+            series,
+        }
+    }
+
+    /// The index of the replica of `service` whose turn it is, among `replicas`.
+    pub(crate) fn turn(&self, service: &str, replicas: usize) -> usize {
+        self.next.get(service).map_or(0, |n| n.fetch_add(1, Ordering::Relaxed)) % replicas
     }
 
     pub(crate) fn upstream_error(&self, service: &str, kind: &str) {
@@ -297,7 +314,7 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
             return Problem::new(Code::PeerUnavailable).into_response();
         }
     };
-    let addr = &addrs[gw.next.fetch_add(1, Ordering::Relaxed) % addrs.len()];
+    let addr = &addrs[gw.turn(service, addrs.len())];
     let Ok(authority) = Authority::try_from(addr.as_str()) else {
         tracing::warn!(service, upstream = %addr, "discovery returned an unusable address");
         return Problem::new(Code::PeerUnavailable).into_response();

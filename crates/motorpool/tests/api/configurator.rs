@@ -186,3 +186,77 @@ async fn a_live_session_answers_each_pick_offers_the_least_change_and_continues_
     assert_eq!(e["type"], "error");
     app.cleanup().await;
 }
+
+/// The served catalog with `edit` applied and the version after it.
+async fn next_catalog(app: &App, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut catalog: Value = app.send(Method::GET, "/api/configure/catalog", None, None).await.json().await.unwrap();
+    catalog["version"] = json!(catalog["version"].as_i64().unwrap() + 1);
+    edit(&mut catalog);
+    catalog
+}
+
+fn option_mut<'a>(catalog: &'a mut Value, code: &str) -> &'a mut Value {
+    catalog["options"].as_array_mut().unwrap().iter_mut().find(|o| o["code"] == code).unwrap_or_else(|| panic!("option {code}"))
+}
+
+#[tokio::test]
+async fn a_published_catalog_version_prices_new_configurations_and_saved_ones_keep_theirs() {
+    let app = spawn_admin().await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("catalog").await;
+    let seed = json!({"engine": "V6", "color": "Red", "interior": "Leather", "features": ["Sunroof", "GPS"]});
+    let saved: Value = app.send(Method::POST, "/api/configure", Some(&token), Some(seed.clone())).await.json().await.unwrap();
+    let before = saved["configId"].as_str().unwrap().to_owned();
+    assert_eq!(saved["price"], "58250.00");
+
+    // Red costs 150.00 more from version 2 on, under a new name.
+    let v2 = next_catalog(&app, |c| {
+        let red = option_mut(c, "red");
+        red["price"] = json!(red["price"].as_i64().unwrap() + 15_000);
+        red["name"] = json!("Signal red");
+    })
+    .await;
+    assert_eq!(v2["version"], 2);
+    let put = |token: Option<String>, body: Value| {
+        let app = &app;
+        async move { app.send(Method::PUT, "/api/configure/catalog", token.as_deref(), Some(body)).await }
+    };
+    let (as_admin, as_user) = (Some(admin.clone()), Some(token.clone()));
+    assert_eq!(put(None, v2.clone()).await.status(), 401);
+    assert_problem(put(as_user.clone(), v2.clone()).await, 403, "forbidden").await;
+    let mut skipping = v2.clone();
+    skipping["version"] = json!(5);
+    let p = assert_problem(put(as_admin.clone(), skipping).await, 409, "conflict").await;
+    assert!(p["detail"].as_str().unwrap().contains("next catalog version is 2"), "{p}");
+    let mut broken = v2.clone();
+    broken["options"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"code": "red", "name": "Red again", "group": "color", "price": 1, "is_default": false}));
+    let p = assert_problem(put(as_admin.clone(), broken).await, 422, "validation_failed").await;
+    assert!(p["detail"].as_str().unwrap().contains("\"red\" is used more than once"), "{p}");
+    assert_eq!(
+        app.send(Method::GET, "/api/configure/catalog", None, None).await.json::<Value>().await.unwrap()["version"],
+        1,
+        "nothing published"
+    );
+
+    let r = put(as_admin.clone(), v2.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
+    assert_problem(put(as_admin.clone(), v2).await, 409, "conflict").await;
+    assert_eq!(app.send(Method::GET, "/api/configure/catalog", None, None).await.json::<Value>().await.unwrap()["version"], 2);
+
+    // The earlier configuration keeps the version, price and names it was made with.
+    let old: Value = app.get_auth(&format!("/api/configure/{before}"), &token).await.json().await.unwrap();
+    assert_eq!((&old["catalogVersion"], &old["price"], &old["color"]), (&json!(1), &json!("58250.00"), &json!("Racing red")), "{old}");
+    // A new one is made with the new version.
+    let saved: Value = app.send(Method::POST, "/api/configure", Some(&token), Some(seed)).await.json().await.unwrap();
+    assert_eq!(saved["price"], "58400.00");
+    let new: Value = app.get_auth(&format!("/api/configure/{}", saved["configId"].as_str().unwrap()), &token).await.json().await.unwrap();
+    assert_eq!((&new["catalogVersion"], &new["color"]), (&json!(2), &json!("Signal red")), "{new}");
+    let mine: Value = app.get_auth("/api/configure/mine", &token).await.json().await.unwrap();
+    let versions: Vec<&Value> = mine["items"].as_array().unwrap().iter().map(|c| &c["catalogVersion"]).collect();
+    assert_eq!(versions, [&json!(2), &json!(1)], "newest first, each with its own version");
+    app.cleanup().await;
+}

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-struct Child(tokio::process::Child);
+/// A `motorpool serve` process, killed when dropped.
+pub struct Child(pub tokio::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -17,16 +18,17 @@ impl Drop for Child {
     }
 }
 
-fn free_addr() -> String {
+pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
 }
 
-fn serve(cfg_path: &std::path::Path, service: &str) -> Child {
+/// `motorpool --config <path> --set listen.<service>=<addr> serve <service>`.
+pub fn serve(cfg_path: &std::path::Path, service: &str, addr: &str) -> Child {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_motorpool"))
         .arg("--config")
         .arg(cfg_path)
-        .args(["serve", service])
+        .args(["--set", &format!("listen.{service}={addr}"), "serve", service])
         .env_remove("MOTORPOOL_TEST_BACKEND")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -51,7 +53,7 @@ async fn infra_identity_and_gateway_as_separate_processes_find_each_other_throug
 
     let http = client();
     let gw = format!("http://{gateway}");
-    let gw_proc = serve(&path, "gateway");
+    let gw_proc = serve(&path, "gateway", &gateway);
     // The gateway alone is alive but not ready: identity is not registered yet.
     for _ in 0..200 {
         if http.get(format!("{gw}/health")).send().await.is_ok() {
@@ -61,7 +63,7 @@ async fn infra_identity_and_gateway_as_separate_processes_find_each_other_throug
     }
     assert_eq!(http.get(format!("{gw}/ready")).send().await.unwrap().status(), 503);
 
-    let id_proc = serve(&path, "identity");
+    let id_proc = serve(&path, "identity", &identity);
     wait_ready(&http, &format!("http://{identity}")).await;
     wait_ready(&http, &gw).await;
 
@@ -102,5 +104,85 @@ async fn infra_identity_and_gateway_as_separate_processes_find_each_other_throug
     }
     assert!(refused, "after deregistration the gateway answers 503 peer_unavailable");
     drop(gw_proc);
+    cleanup_config(&cfg).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_configurator_replicas_continue_each_others_live_sessions_and_serve_a_newly_published_catalog() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut cfg = test_config(Backend::Infra);
+    cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
+    cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+    cfg.discovery.ttl_secs = 3;
+    cfg.configurator.catalog_poll_ms = 200;
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let path = cfg.data_dir.join("motorpool.toml");
+    // Written unmasked: identity needs the admin's password.
+    std::fs::write(&path, toml::to_string_pretty(&cfg).unwrap()).unwrap();
+    let plan: Vec<(&str, String)> = ["identity", "configurator", "configurator", "gateway"].into_iter().map(|s| (s, free_addr())).collect();
+    let _children: Vec<Child> = plan.iter().map(|(service, addr)| serve(&path, service, addr)).collect();
+    let http = client();
+    for (_, addr) in &plan {
+        wait_ready(&http, &format!("http://{addr}")).await;
+    }
+    let [a, b]: [&String; 2] =
+        plan.iter().filter(|(s, _)| *s == "configurator").map(|(_, addr)| addr).collect::<Vec<_>>().try_into().unwrap();
+
+    // A session begun on one replica goes on on the other, and back.
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    async fn open(addr: &str, query: &str) -> (Ws, serde_json::Value) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/configure/ws{query}")).await.expect("socket");
+        let first = next(&mut ws).await;
+        (ws, first)
+    }
+    async fn next(ws: &mut Ws) -> serde_json::Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("in time").expect("open").expect("frame") {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                _ => continue,
+            }
+        }
+    }
+    async fn pick(ws: &mut Ws, option: &str) -> serde_json::Value {
+        ws.send(Message::Text(json!({"type": "pick", "option": option}).to_string().into())).await.unwrap();
+        next(ws).await
+    }
+    let (mut on_a, first) = open(a, "").await;
+    let session = first["session"].as_str().unwrap().to_owned();
+    assert_eq!(pick(&mut on_a, "volt-s").await["picks"], json!(["volt-s"]));
+    drop(on_a);
+    let (mut on_b, state) = open(b, &format!("?session={session}")).await;
+    assert_eq!((state["session"].as_str(), &state["picks"]), (Some(session.as_str()), &json!(["volt-s"])), "{state}");
+    assert_eq!(pick(&mut on_b, "pkg-sport").await["picks"], json!(["volt-s", "pkg-sport"]));
+    drop(on_b);
+    let (_on_a, state) = open(a, &format!("?session={session}")).await;
+    assert_eq!(state["picks"], json!(["volt-s", "pkg-sport"]), "{state}");
+
+    // A catalog published on one replica is served by the other within its poll period.
+    let gw = format!("http://{}", plan.iter().find(|(s, _)| *s == "gateway").unwrap().1);
+    let admin: serde_json::Value = http
+        .post(format!("{gw}/api/auth/login"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = admin["accessToken"].as_str().unwrap().to_owned();
+    let catalog = |addr: &str| {
+        let (http, url) = (http.clone(), format!("http://{addr}/api/configure/catalog"));
+        async move { http.get(url).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let mut next_version = catalog(a).await;
+    assert_eq!(next_version["version"], 1);
+    next_version["version"] = json!(2);
+    let r = http.put(format!("http://{a}/api/configure/catalog")).bearer_auth(&admin).json(&next_version).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(5), "the other replica serves version 2", || async { (catalog(b).await["version"] == 2).then_some(()) })
+        .await;
     cleanup_config(&cfg).await;
 }

@@ -4,7 +4,6 @@
 //! in one process or with replicas in separate processes.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
+use crate::processes::{Child, free_addr, serve};
 
 /// The public API at one gateway address: what the in-process and the multi-process tests
 /// share.
@@ -840,34 +840,6 @@ async fn update_product_over_a_websocket_sends_one_reply_and_closes() {
     let bad = format!("{}/cart/update-product?productCode={p}&quantity=1&access_token=nope", ws_base(&app));
     assert_eq!(refused(&bad).await, 401);
     app.cleanup().await;
-}
-
-struct Child(tokio::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// `motorpool --config <path> --set listen.<service>=<addr> serve <service>`.
-fn serve(cfg_path: &std::path::Path, service: &str, addr: &str) -> Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_motorpool"))
-        .arg("--config")
-        .arg(cfg_path)
-        .args(["--set", &format!("listen.{service}={addr}"), "serve", service])
-        .env_remove("MOTORPOOL_TEST_BACKEND")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn motorpool");
-    Child(child)
 }
 
 #[tokio::test]
