@@ -4,8 +4,9 @@
 //! earliest production slot with capacity. Parts short: the order waits in `awaiting_parts`
 //! and the scheduler books it when they arrive. A refused deposit compensates: the holds are
 //! released and the order fails. The scheduler moves booked orders along the plan by the
-//! clock, committing the holds when production starts; until then an order may be cancelled
-//! and its deposit is refunded.
+//! clock, renewing the holds until production starts and committing them then (holds that
+//! lapsed while the factory was away are held again, or the order waits for parts again);
+//! until then an order may be cancelled and its deposit is refunded.
 
 use std::time::Duration;
 
@@ -314,7 +315,15 @@ impl Factory {
         // Holds live a day at most: renewed now (before a slot is taken, so an unavailable
         // inventory leaves nothing booked), then by the scheduler until production starts.
         let mut client = InventoryClient::new(self.channel("inventory").await?);
-        self.renew_holds(&mut client, &next).await?;
+        if !self.keep_holds(&mut client, order, &mut next).await? {
+            next.status = Status::AwaitingParts.code().into();
+            next.step = "await_parts".into();
+            next.holds = None;
+            next.next_at = Some(next.updated_at);
+            self.save(order, &next, Some("the parts' holds lapsed and some are out of stock; production is booked when they arrive"))
+                .await?;
+            return Ok(());
+        }
         let first = domain::earliest_day(next.updated_at, self.cfg.lead_days);
         let mut tx = self.db.begin_write().await?;
         let mut day = store::first_open_day(&mut tx, &self.cfg.plant, first, self.cfg.daily_capacity).await?;
@@ -340,16 +349,54 @@ impl Factory {
         (now + self.cfg.placing_hold_ttl_secs * 1000 / 2).min(day * DAY_MS)
     }
 
-    async fn renew_holds(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<(), FactoryError> {
+    /// Renews the order's holds. Any that lapsed (the factory was away longer than their
+    /// lifetime) are replaced by holding the whole bill of materials again, recorded in
+    /// `next`. False when parts are short now: the order holds nothing.
+    async fn keep_holds(&self, client: &mut InventoryClient<Channel>, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
         let ids = hold_ids(order)?;
         if ids.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        client
+        let renewed = client
             .extend(request(inv::ExtendRequest { hold_ids: ids, owner: owner(&order.id), ttl_seconds: self.cfg.placing_hold_ttl_secs }))
             .await
-            .map_err(|s| peer("inventory", &s))?;
-        Ok(())
+            .map_err(|s| peer("inventory", &s))?
+            .into_inner();
+        if renewed.missing_hold_ids.is_empty() {
+            return Ok(true);
+        }
+        tracing::warn!(order = %order.id, lapsed = renewed.missing_hold_ids.len(), "holds lapsed; holding the parts again");
+        self.hold_again(client, order, next).await
+    }
+
+    /// Gives back whatever the order still holds and holds its whole bill of materials anew,
+    /// recorded in `next`. False when parts are short: it holds nothing.
+    async fn hold_again(&self, client: &mut InventoryClient<Channel>, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
+        client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
+        next.holds = self.hold(client, order).await?;
+        Ok(next.holds.is_some())
+    }
+
+    /// A booked order whose holds lapsed and whose parts are short now: back to waiting for
+    /// them, its production day given back, in one transaction.
+    async fn wait_for_parts_again(&self, order: &OrderRow, mut next: OrderRow, day: i64) -> Result<bool, FactoryError> {
+        next.status = Status::AwaitingParts.code().into();
+        next.step = "await_parts".into();
+        next.holds = None;
+        next.plant = None;
+        next.production_day = None;
+        next.next_at = Some(next.updated_at);
+        let mut tx = self.db.begin_write().await?;
+        let note = Some("the parts' holds lapsed and some are out of stock; production is booked again when they arrive");
+        if !self.save_in(&mut tx, order, &next, note).await? {
+            return Ok(false);
+        }
+        if let Some(plant) = &order.plant {
+            store::free_slot(&mut tx, plant, day).await?;
+        }
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(true)
     }
 
     /// Gives back what an order took: its holds and its deposit.
@@ -444,30 +491,42 @@ impl Factory {
         let start = day * DAY_MS;
         let mut next = order.clone();
         next.updated_at = now;
-        if now < start + offset {
-            // Not yet: a scheduled order's holds are renewed until production starts.
+        let starting = stage == Status::InProduction && now >= start + offset;
+        // Until production starts the holds are kept alive.
+        if order.holds.is_some() && !starting {
             let mut client = InventoryClient::new(self.channel("inventory").await?);
-            self.renew_holds(&mut client, &order).await?;
+            if !self.keep_holds(&mut client, &order, &mut next).await? {
+                return self.wait_for_parts_again(&order, next, day).await;
+            }
+        }
+        if now < start + offset {
             next.next_at = Some(self.renewal_or_start(now, day));
             self.save(&order, &next, None).await?;
             return Ok(false);
         }
-        if stage == Status::InProduction {
-            let ids = hold_ids(&order)?;
+        if starting {
             let mut client = InventoryClient::new(self.channel("inventory").await?);
             let done = client
                 .commit(request(inv::CommitRequest {
-                    hold_ids: ids,
+                    hold_ids: hold_ids(&order)?,
                     owner: owner(&order.id),
                     reference: format!("factory-order:{}", order.id),
                 }))
                 .await
                 .map_err(|s| peer("inventory", &s))?
                 .into_inner();
-            self.crash_point("commit")?;
-            if !done.missing_hold_ids.is_empty() {
-                tracing::warn!(order = %order.id, missing = ?done.missing_hold_ids, "holds lost before production");
+            // A retried commit answers with the earlier sales: only lapsed holds fail it.
+            if !done.committed {
+                tracing::warn!(order = %order.id, lapsed = ?done.missing_hold_ids, "holds lapsed before production; holding the parts again");
+                if !self.hold_again(&mut client, &order, &mut next).await? {
+                    return self.wait_for_parts_again(&order, next, day).await;
+                }
+                // Recorded first, used on the next tick: a crash in between cannot use them twice.
+                next.next_at = Some(now);
+                self.save(&order, &next, None).await?;
+                return Ok(false);
             }
+            self.crash_point("commit")?;
             next.holds = None;
         }
         next.status = stage.code().into();

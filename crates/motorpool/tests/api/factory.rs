@@ -407,3 +407,82 @@ async fn a_crash_right_after_any_saga_step_is_resumed_without_a_second_hold_char
     app.assert_inventory_consistent(&admin).await;
     app.cleanup().await;
 }
+
+async fn hold_ids_of(app: &App, admin: &str, order_id: &str) -> Vec<String> {
+    let holds: Value = app.get_auth(&format!("/api/inventory/holds?owner=order:{order_id}"), admin).await.json().await.unwrap();
+    let mut ids: Vec<String> = holds.as_array().unwrap().iter().map(|h| h["holdId"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn holds_are_renewed_until_production_and_ones_that_lapsed_are_held_again_or_the_order_waits_for_parts() {
+    let (app, clock) = spawn_factory_with(|cfg| {
+        cfg.inventory.max_hold_ttl_secs = 60;
+        cfg.factory.placing_hold_ttl_secs = 60;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let (_, token, _) = app.customer("lapsing").await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, "20000.00").await;
+    let (config_id, skus) = configure(&app, &token).await;
+    for s in &skus {
+        app.put_stock(&admin, s, 2).await;
+    }
+    let body = json!({"configId": config_id, "userId": user_id});
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())).await;
+    assert_eq!(r.status(), 201);
+    let first = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    let day = order(&app, &token, &first).await["productionDate"].clone();
+    let placed = hold_ids_of(&app, &admin, &first).await;
+    assert_eq!(placed.len(), skus.len());
+
+    // Minute-long holds outlive two minutes in 20 s steps: the scheduler renews them.
+    for _ in 0..6 {
+        clock.advance(Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(hold_ids_of(&app, &admin, &first).await, placed, "the same holds, renewed");
+
+    // Away for five minutes, the holds lapse; the parts are there, so they are held anew.
+    clock.advance(Duration::from_secs(300));
+    let renewed = eventually(Duration::from_secs(10), "new holds", || async {
+        let ids = hold_ids_of(&app, &admin, &first).await;
+        (ids.len() == skus.len() && ids.iter().all(|id| !placed.contains(id))).then_some(ids)
+    })
+    .await;
+    assert_eq!(renewed.len(), skus.len());
+    let o = order(&app, &token, &first).await;
+    assert_eq!((&o["statusCode"], &o["productionDate"]), (&json!("scheduled"), &day), "{o}");
+
+    // Lapsed again with one unit of the V6 left: a new order races the scheduler for it. One
+    // of the two holds every part and is scheduled; the other holds nothing and waits.
+    let scarce = skus.iter().find(|s| s.as_str() == "CAR-V6-3.0").expect("the V6 part").clone();
+    app.put_stock(&admin, &scarce, 1).await;
+    clock.advance(Duration::from_secs(300));
+    let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body)).await;
+    assert_eq!(r.status(), 201);
+    let second = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();
+    let settled = eventually(Duration::from_secs(10), "one scheduled, one waiting", || async {
+        let mut st = Vec::new();
+        for id in [&first, &second] {
+            let o = order(&app, &token, id).await;
+            st.push((o["statusCode"].as_str().unwrap().to_owned(), hold_ids_of(&app, &admin, id).await.len()));
+        }
+        let mut sorted = st.clone();
+        sorted.sort();
+        (sorted == [("awaiting_parts".to_owned(), 0), ("scheduled".to_owned(), skus.len())]).then_some(st)
+    })
+    .await;
+    let waiting = if settled[0].0 == "awaiting_parts" { &first } else { &second };
+    assert_eq!(order(&app, &token, waiting).await["productionDate"], Value::Null, "a waiting order has no production day");
+    assert_eq!(app.stock(&admin, &scarce).await["held"], 1);
+
+    // The part arrives: the waiting one is booked too.
+    app.put_stock(&admin, &scarce, 2).await;
+    wait_status(&app, &token, waiting, "scheduled").await;
+    assert_eq!(hold_ids_of(&app, &admin, waiting).await.len(), skus.len());
+    app.assert_inventory_consistent(&admin).await;
+    app.cleanup().await;
+}
