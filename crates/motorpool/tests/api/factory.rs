@@ -56,6 +56,19 @@ async fn configure(app: &App, token: &str) -> (String, Vec<String>) {
     (id, skus)
 }
 
+/// A signed-in buyer with `money` in the wallet, the seed's configuration saved, and
+/// `stock` units of each of its parts in stock: `(token, the order body, the parts)`.
+async fn buyer(app: &App, admin: &str, name: &str, money: &str, stock: i64) -> (String, Value, Vec<String>) {
+    let (_, token, _) = app.customer(name).await;
+    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.top_up(&token, money).await;
+    let (config_id, skus) = configure(app, &token).await;
+    for s in &skus {
+        app.put_stock(admin, s, stock).await;
+    }
+    (token, json!({"configId": config_id, "userId": user_id}), skus)
+}
+
 async fn order(app: &App, token: &str, order_id: &str) -> Value {
     let r = app.get_auth(&format!("/api/factory/order/{order_id}"), token).await;
     assert_eq!(r.status(), 200);
@@ -346,14 +359,7 @@ async fn a_crash_right_after_any_saga_step_is_resumed_without_a_second_hold_char
     })
     .await;
     let admin = app.admin_token().await;
-    let (_, token, _) = app.customer("crashy").await;
-    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    app.top_up(&token, "20000.00").await;
-    let (config_id, skus) = configure(&app, &token).await;
-    for s in &skus {
-        app.put_stock(&admin, s, 3).await;
-    }
-    let body = json!({"configId": config_id, "userId": user_id});
+    let (token, body, skus) = buyer(&app, &admin, "crashy", "20000.00", 3).await;
 
     // Crash after the hold: the order is accepted, its parts are held, no deposit yet.
     let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())).await;
@@ -423,14 +429,7 @@ async fn holds_are_renewed_until_production_and_ones_that_lapsed_are_held_again_
     })
     .await;
     let admin = app.admin_token().await;
-    let (_, token, _) = app.customer("lapsing").await;
-    let user_id = app.get_auth("/api/auth/me", &token).await.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    app.top_up(&token, "20000.00").await;
-    let (config_id, skus) = configure(&app, &token).await;
-    for s in &skus {
-        app.put_stock(&admin, s, 2).await;
-    }
-    let body = json!({"configId": config_id, "userId": user_id});
+    let (token, body, skus) = buyer(&app, &admin, "lapsing", "20000.00", 2).await;
     let r = app.send(Method::POST, "/api/factory/order", Some(&token), Some(body.clone())).await;
     assert_eq!(r.status(), 201);
     let first = r.json::<Value>().await.unwrap()["orderId"].as_str().unwrap().to_owned();

@@ -23,6 +23,13 @@ pub fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// Logs in at the gateway `gw`: the access token.
+pub async fn access_token(http: &reqwest::Client, gw: &str, email: &str, password: &str) -> String {
+    let r = http.post(format!("{gw}/api/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "log in as {email}");
+    r.json::<serde_json::Value>().await.unwrap()["accessToken"].as_str().unwrap().to_owned()
+}
+
 /// `motorpool --config <path> --set listen.<service>=<addr> serve <service>`.
 pub fn serve(cfg_path: &std::path::Path, service: &str, addr: &str) -> Child {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_motorpool"))
@@ -75,16 +82,8 @@ async fn infra_identity_and_gateway_as_separate_processes_find_each_other_throug
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let t: serde_json::Value = http
-        .post(format!("{gw}/api/auth/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = http.get(format!("{gw}/api/auth/me")).bearer_auth(t["accessToken"].as_str().unwrap()).send().await.unwrap();
+    let token = access_token(&http, &gw, &email, PASSWORD).await;
+    let r = http.get(format!("{gw}/api/auth/me")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200, "the gateway verified a token with keys fetched over gRPC from the other process");
 
     // Identity stops gracefully: it deregisters, and the gateway stops routing to it.
@@ -163,16 +162,7 @@ async fn infra_configurator_replicas_continue_each_others_live_sessions_and_serv
 
     // A catalog published on one replica is served by the other within its poll period.
     let gw = format!("http://{}", plan.iter().find(|(s, _)| *s == "gateway").unwrap().1);
-    let admin: serde_json::Value = http
-        .post(format!("{gw}/api/auth/login"))
-        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = admin["accessToken"].as_str().unwrap().to_owned();
+    let admin = access_token(&http, &gw, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let catalog = |addr: &str| {
         let (http, url) = (http.clone(), format!("http://{addr}/api/configure/catalog"));
         async move { http.get(url).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
