@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod browser;
 mod configurator;
+mod deploy;
 mod events;
 mod factory;
 mod gateway;
