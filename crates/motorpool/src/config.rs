@@ -155,6 +155,7 @@ impl Config {
         anyhow::ensure!(self.worker_threads <= 1024, "worker_threads must be at most 1024 (0 = one per core)");
         anyhow::ensure!(self.http.body_limit_bytes >= 1024, "http.body_limit_bytes must be at least 1024");
         anyhow::ensure!(self.gateway.rate_limit_per_sec > 0.0, "gateway.rate_limit_per_sec must be positive");
+        anyhow::ensure!(self.gateway.eject_ms >= 100, "gateway.eject_ms must be at least 100");
         anyhow::ensure!(self.identity.access_ttl_secs >= 60, "identity.access_ttl_secs must be at least 60");
         anyhow::ensure!(
             self.identity.refresh_ttl_secs > self.identity.access_ttl_secs,

@@ -14,6 +14,8 @@ pub struct GatewayConfig {
     pub upstream_timeout_ms: u64,
     /// How long the merged API document is cached.
     pub docs_cache_secs: u64,
+    /// How long a replica that refused a connection, failed or timed out gets no new requests.
+    pub eject_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -24,6 +26,7 @@ impl Default for GatewayConfig {
             rate_limit_enabled: true,
             upstream_timeout_ms: 10_000,
             docs_cache_secs: 30,
+            eject_ms: 5_000,
         }
     }
 }

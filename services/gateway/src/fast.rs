@@ -569,36 +569,43 @@ async fn exchange(
             return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
         }
     };
-    // Stay on the replica this connection already talks to while it is still live;
-    // otherwise take the next one in turn.
-    let keep = upstream.as_ref().is_some_and(|u| addrs.contains(&u.addr));
+    // Stay on the replica this connection already talks to while it is listed and not
+    // ejected; otherwise the balancer picks one.
+    let keep = upstream.as_ref().is_some_and(|u| addrs.contains(&u.addr) && gw.balancer.is_live(&u.addr));
     if !keep {
         *upstream = None;
     }
-    let addr = match upstream {
+    let mut addr = match upstream {
         Some(u) => u.addr.clone(),
-        None => addrs[gw.turn(rule.service, addrs.len())].clone(),
+        None => gw.balancer.pick(rule.service, &addrs, &[]).to_owned(),
     };
 
-    // The head (with this replica as host) and as much of the body as is buffered.
+    // The head as much of the body as is buffered; the host line is added per replica.
     let body_in_buf = ((buf.len() - head.len) as u64).min(head.content_length) as usize;
-    let mut out = BytesMut::with_capacity(head.upstream_head.len() + addr.len() + 16 + body_in_buf);
-    out.put_slice(&head.upstream_head);
-    out.put_slice(b"host: ");
-    out.put_slice(addr.as_bytes());
-    out.put_slice(b"\r\n\r\n");
-    out.put_slice(&buf[head.len..head.len + body_in_buf]);
+    let body = Bytes::copy_from_slice(&buf[head.len..head.len + body_in_buf]);
     buf.advance(head.len + body_in_buf);
     let rest_of_body = head.content_length - body_in_buf as u64;
-    let out = out.freeze();
+    let request_for = |addr: &str| {
+        let mut out = BytesMut::with_capacity(head.upstream_head.len() + addr.len() + 16 + body.len());
+        out.put_slice(&head.upstream_head);
+        out.put_slice(b"host: ");
+        out.put_slice(addr.as_bytes());
+        out.put_slice(b"\r\n\r\n");
+        out.put_slice(&body);
+        out.freeze()
+    };
+    let mut out = request_for(&addr);
+    // GET and HEAD may be sent again to another replica when one fails them; any request may
+    // when the replica could not even be reached (nothing was sent).
+    let idempotent = head.method <= 1 && rest_of_body == 0;
+    let mut failed: Vec<String> = Vec::new();
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(gw.cfg.upstream_timeout_ms);
-    // One retry, on a fresh connection, when a reused one turns out to have been closed by
-    // the replica before it read the request (nothing came back at all) and the whole
-    // request is still in hand.
     let mut attempt = 0;
+    let mut _in_flight;
     let response = loop {
         attempt += 1;
+        _in_flight = gw.balancer.start(&addr);
         if upstream.is_none() {
             match tokio::time::timeout_at(deadline, connect(&addr)).await {
                 Ok(Ok(stream)) => {
@@ -606,11 +613,19 @@ async fn exchange(
                 }
                 Ok(Err(e)) => {
                     gw.upstream_error(rule.service, "unavailable");
+                    gw.balancer.eject(&addr);
                     tracing::warn!(error = %e, service = rule.service, upstream = %addr, "upstream connect failed");
+                    failed.push(addr.clone());
+                    if failed.len() < addrs.len() {
+                        addr = gw.balancer.pick(rule.service, &addrs, &failed).to_owned();
+                        out = request_for(&addr);
+                        continue;
+                    }
                     return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
                 }
                 Err(_) => {
                     gw.upstream_error(rule.service, "timeout");
+                    gw.balancer.eject(&addr);
                     return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
                 }
             }
@@ -624,6 +639,8 @@ async fn exchange(
         };
         match result {
             Ok(Ok(parsed)) => break parsed,
+            // A reused connection the replica closed before reading the request (nothing came
+            // back at all): once more on a fresh connection, when the whole request is in hand.
             Ok(Err(ExchangeError::Stale)) if reused && rest_of_body == 0 && attempt == 1 => {
                 *upstream = None;
                 continue;
@@ -632,12 +649,20 @@ async fn exchange(
             Ok(Err(e)) => {
                 *upstream = None;
                 gw.upstream_error(rule.service, "unavailable");
+                gw.balancer.eject(&addr);
                 tracing::warn!(error = ?e, service = rule.service, upstream = %addr, "upstream request failed");
+                failed.push(addr.clone());
+                if idempotent && failed.len() < addrs.len() {
+                    addr = gw.balancer.pick(rule.service, &addrs, &failed).to_owned();
+                    out = request_for(&addr);
+                    continue;
+                }
                 return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
             }
             Err(_) => {
                 *upstream = None;
                 gw.upstream_error(rule.service, "timeout");
+                gw.balancer.eject(&addr);
                 return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
             }
         }

@@ -2,6 +2,7 @@
 //! service, checks tokens and roles declared next to the route table, rate-limits each
 //! client, proxies HTTP and WebSocket traffic, and serves the web pages and merged API docs.
 
+mod balance;
 pub mod config;
 mod fast;
 mod proxy;

@@ -11,7 +11,6 @@
 //! HTTP/1.1 hops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,9 +43,8 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub metrics: Metrics,
     pub body_limit: usize,
-    /// Round-robin position per routed service: one shared counter would let the mix of
-    /// services in the traffic decide which replica of each gets picked.
-    next: std::collections::HashMap<&'static str, AtomicUsize>,
+    /// Which replica gets each request (least busy of two, failed ones ejected for a while).
+    pub(crate) balancer: crate::balance::Balancer,
     /// Per route-table rule and method, the request metrics (indexed like `RULES`).
     series: Vec<[Series; METHODS.len()]>,
 }
@@ -89,22 +87,8 @@ impl Gateway {
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(512).build(connector);
         let series = RULES.iter().map(|_| Default::default()).collect();
-        Self {
-            client,
-            discovery,
-            verifier,
-            cache,
-            cfg,
-            metrics,
-            body_limit,
-            next: crate::table::services().into_iter().map(|s| (s, AtomicUsize::new(0))).collect(),
-            series,
-        }
-    }
-
-    /// The index of the replica of `service` whose turn it is, among `replicas`.
-    pub(crate) fn turn(&self, service: &str, replicas: usize) -> usize {
-        self.next.get(service).map_or(0, |n| n.fetch_add(1, Ordering::Relaxed)) % replicas
+        let balancer = crate::balance::Balancer::new(Duration::from_millis(cfg.eject_ms));
+        Self { client, discovery, verifier, cache, cfg, metrics, body_limit, balancer, series }
     }
 
     pub(crate) fn upstream_error(&self, service: &str, kind: &str) {
@@ -314,8 +298,8 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
             return Problem::new(Code::PeerUnavailable).into_response();
         }
     };
-    let addr = &addrs[gw.turn(service, addrs.len())];
-    let Ok(authority) = Authority::try_from(addr.as_str()) else {
+    let addr = gw.balancer.pick(service, &addrs, &[]);
+    let Ok(authority) = Authority::try_from(addr) else {
         tracing::warn!(service, upstream = %addr, "discovery returned an unusable address");
         return Problem::new(Code::PeerUnavailable).into_response();
     };
@@ -353,13 +337,18 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     let limit = gw.body_limit;
     let req = req.map(|b| Body::new(Limited::new(b, limit)));
     let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
+    let _in_flight = gw.balancer.start(addr);
     match tokio::time::timeout(timeout, gw.client.request(req)).await {
         Err(_) => {
             gw.upstream_error(service, "timeout");
+            gw.balancer.eject(addr);
             Problem::new(Code::PeerTimeout).into_response()
         }
         Ok(Err(e)) => {
             gw.upstream_error(service, "unavailable");
+            if e.is_connect() {
+                gw.balancer.eject(addr);
+            }
             tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
             Problem::new(Code::PeerUnavailable).into_response()
         }

@@ -143,7 +143,7 @@ pub async fn overview(State(gw): State<Arc<Gateway>>, _admin: Admin) -> Json<Val
                 Ok((status, body)) => (status == StatusCode::OK, body["checks"].clone()),
                 Err(e) => (false, json!({"error": e})),
             };
-            instances.push(json!({"address": addr, "ready": ready, "checks": checks}));
+            instances.push(json!({"address": addr, "ready": ready, "ejected": !gw.balancer.is_live(addr), "checks": checks}));
         }
         services.push(
             json!({"service": service, "instances": instances, "ready": !addrs.is_empty() && instances.iter().all(|i| i["ready"] == true)}),

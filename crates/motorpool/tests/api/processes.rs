@@ -176,3 +176,66 @@ async fn infra_configurator_replicas_continue_each_others_live_sessions_and_serv
         .await;
     cleanup_config(&cfg).await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_a_shop_replica_killed_under_load_is_ejected_at_once_and_no_read_fails() {
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 3;
+    cfg.gateway.rate_limit_enabled = false;
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let path = cfg.data_dir.join("motorpool.toml");
+    std::fs::write(&path, cfg.to_masked_toml().unwrap()).unwrap();
+    let plan: Vec<(&str, String)> =
+        ["identity", "payments", "inventory", "shop", "shop", "gateway"].into_iter().map(|s| (s, free_addr())).collect();
+    let mut children: Vec<Child> = plan.iter().map(|(service, addr)| serve(&path, service, addr)).collect();
+    let http = client();
+    for (_, addr) in &plan {
+        wait_ready(&http, &format!("http://{addr}")).await;
+    }
+    let gw = format!("http://{}", plan.iter().find(|(s, _)| *s == "gateway").unwrap().1);
+    let shops: Vec<usize> = plan.iter().enumerate().filter(|(_, (s, _))| *s == "shop").map(|(i, _)| i).collect();
+    let served = |addr: String| {
+        let http = http.clone();
+        async move {
+            let text = http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+            metric_in(&text, "http_requests_total", "route=\"/api/shop/products\"")
+        }
+    };
+
+    // Eight keep-alive readers search the catalog for three seconds; one second in, one shop
+    // replica is killed with SIGKILL (no deregistration: discovery still lists it for its TTL).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, stop) = (client(), format!("{gw}/api/shop/products?q=brake&limit=5"), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    statuses.push(http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0));
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = shops[0];
+    let survivor_addr = plan[shops[1]].1.clone();
+    let victim_before = served(plan[victim].1.clone()).await;
+    assert!(victim_before > 0.0, "both replicas served before the kill");
+    children[victim].0.start_kill().unwrap();
+    children[victim].0.wait().await.unwrap();
+    let survivor_at_kill = served(survivor_addr.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for r in readers {
+        statuses.extend(r.await.unwrap());
+    }
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(statuses.len() > 100, "the readers kept reading: {}", statuses.len());
+    assert!(failed.is_empty(), "no read failed: {} of {} did ({:?})", failed.len(), statuses.len(), &failed[..failed.len().min(10)]);
+    assert!(served(survivor_addr).await > survivor_at_kill, "the survivor took the reads after the kill");
+    drop(children);
+    cleanup_config(&cfg).await;
+}
