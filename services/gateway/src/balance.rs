@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// What the balancer knows of one replica.
+/// What the balancer knows of one replica; a connection to it keeps a handle, so its
+/// requests are counted without a lookup.
 #[derive(Default)]
-struct Replica {
+pub struct Replica {
     in_flight: AtomicUsize,
     /// Until when it gets no new requests (ms on the balancer's clock; 0: never ejected).
     ejected_until_ms: AtomicU64,
@@ -41,14 +42,22 @@ impl Balancer {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn replica(&self, addr: &str) -> Arc<Replica> {
+    pub fn replica(&self, addr: &str) -> Arc<Replica> {
         let mut map = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = map.get(addr) {
+            return r.clone();
+        }
         map.entry(addr.to_owned()).or_default().clone()
     }
 
     /// Whether `addr` may take new requests now.
     pub fn is_live(&self, addr: &str) -> bool {
-        self.replica(addr).ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        self.live(&self.replica(addr))
+    }
+
+    /// Whether this replica may take new requests now.
+    pub fn live(&self, r: &Replica) -> bool {
+        r.ejected_until_ms.load(Ordering::Relaxed) <= self.now_ms()
     }
 
     /// Picks a replica of `service` among `addrs` (not empty), skipping `avoid` (ones that
@@ -83,7 +92,11 @@ impl Balancer {
 
     /// Counts a request to `addr` as in flight until the guard is dropped.
     pub fn start(&self, addr: &str) -> InFlight {
-        let r = self.replica(addr);
+        Self::start_on(self.replica(addr))
+    }
+
+    /// [`Self::start`] on a replica already in hand.
+    pub fn start_on(r: Arc<Replica>) -> InFlight {
         r.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(r)
     }

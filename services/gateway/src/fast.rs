@@ -58,6 +58,8 @@ struct RequestHead {
     is_head: bool,
     content_length: u64,
     close: bool,
+    /// It carries an `Idempotency-Key`: the service answers a repeat with the first answer.
+    idempotency_key: bool,
     /// The rewritten head to send upstream, without `host` (added per replica).
     upstream_head: BytesMut,
     request_id: HeaderValue,
@@ -96,6 +98,7 @@ fn parse_request(buf: &[u8], peer: SocketAddr) -> Parsed {
     };
     let mut content_length: Option<u64> = None;
     let mut close = false;
+    let mut idempotency_key = false;
     let mut forwarded_for: Option<&[u8]> = None;
     let mut request_id: Option<HeaderValue> = None;
     let mut parent: Option<TraceContext> = None;
@@ -121,6 +124,8 @@ fn parse_request(buf: &[u8], peer: SocketAddr) -> Parsed {
                 return Parsed::Fallback;
             }
             close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            idempotency_key |= !h.value.is_empty();
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             if forwarded_for.is_some() {
                 return Parsed::Fallback;
@@ -181,6 +186,7 @@ fn parse_request(buf: &[u8], peer: SocketAddr) -> Parsed {
         is_head: method == "HEAD",
         content_length: content_length.unwrap_or(0),
         close,
+        idempotency_key,
         upstream_head: head,
         request_id,
         trace,
@@ -413,6 +419,8 @@ impl ChunkedScanner {
 /// A keep-alive connection to one replica, owned by one client connection.
 struct Upstream {
     addr: String,
+    /// The balancer's record of this replica (its requests in flight, its ejection).
+    replica: std::sync::Arc<crate::balance::Replica>,
     stream: TcpStream,
     buf: BytesMut,
     /// Requests already served on it (a fresh connection cannot be stale).
@@ -571,7 +579,7 @@ async fn exchange(
     };
     // Stay on the replica this connection already talks to while it is listed and not
     // ejected; otherwise the balancer picks one.
-    let keep = upstream.as_ref().is_some_and(|u| addrs.contains(&u.addr) && gw.balancer.is_live(&u.addr));
+    let keep = upstream.as_ref().is_some_and(|u| addrs.contains(&u.addr) && gw.balancer.live(&u.replica));
     if !keep {
         *upstream = None;
     }
@@ -595,9 +603,10 @@ async fn exchange(
         out.freeze()
     };
     let mut out = request_for(&addr);
-    // GET and HEAD may be sent again to another replica when one fails them; any request may
-    // when the replica could not even be reached (nothing was sent).
-    let idempotent = head.method <= 1 && rest_of_body == 0;
+    // GET, HEAD and requests with an Idempotency-Key may be sent again to another replica
+    // when one fails them (when the whole body is in hand); any request may when the replica
+    // could not even be reached (nothing was sent).
+    let idempotent = (head.method <= 1 || head.idempotency_key) && rest_of_body == 0;
     let mut failed: Vec<String> = Vec::new();
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(gw.cfg.upstream_timeout_ms);
@@ -605,11 +614,14 @@ async fn exchange(
     let mut _in_flight;
     let response = loop {
         attempt += 1;
-        _in_flight = gw.balancer.start(&addr);
-        if upstream.is_none() {
+        if let Some(u) = upstream.as_ref() {
+            _in_flight = crate::balance::Balancer::start_on(u.replica.clone());
+        } else {
+            let replica = gw.balancer.replica(&addr);
+            _in_flight = crate::balance::Balancer::start_on(replica.clone());
             match tokio::time::timeout_at(deadline, connect(&addr)).await {
                 Ok(Ok(stream)) => {
-                    *upstream = Some(Upstream { addr: addr.clone(), stream, buf: BytesMut::with_capacity(8 * 1024), served: 0 })
+                    *upstream = Some(Upstream { addr: addr.clone(), replica, stream, buf: BytesMut::with_capacity(8 * 1024), served: 0 })
                 }
                 Ok(Err(e)) => {
                     gw.upstream_error(rule.service, "unavailable");
