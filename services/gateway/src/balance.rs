@@ -75,9 +75,13 @@ impl Balancer {
         };
         let turn = {
             let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
-            let t = turns.entry(service.to_owned()).or_default();
-            *t = t.wrapping_add(1);
-            *t
+            match turns.get_mut(service) {
+                Some(t) => {
+                    *t = t.wrapping_add(1);
+                    *t
+                }
+                None => *turns.entry(service.to_owned()).or_insert(1),
+            }
         };
         let chosen = if pool.len() == 1 {
             pool[0].0
