@@ -258,5 +258,13 @@ async fn a_published_catalog_version_prices_new_configurations_and_saved_ones_ke
     let mine: Value = app.get_auth("/api/configure/mine", &token).await.json().await.unwrap();
     let versions: Vec<&Value> = mine["items"].as_array().unwrap().iter().map(|c| &c["catalogVersion"]).collect();
     assert_eq!(versions, [&json!(2), &json!(1)], "newest first, each with its own version");
+
+    // Admins publishing the same next version at once: exactly one wins, the rest get 409.
+    let v3 = next_catalog(&app, |_| {}).await;
+    let racers = (0..8).map(|_| put(as_admin.clone(), v3.clone()));
+    let statuses: Vec<u16> = futures::future::join_all(racers).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "one winner: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 7, "{statuses:?}");
+    assert_eq!(app.send(Method::GET, "/api/configure/catalog", None, None).await.json::<Value>().await.unwrap()["version"], 3);
     app.cleanup().await;
 }
