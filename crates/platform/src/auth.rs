@@ -110,12 +110,14 @@ pub struct IdentityKeys(pub Peers);
 impl KeySource for IdentityKeys {
     async fn keys(&self) -> Result<Vec<PublicKey>, AuthError> {
         use motorpool_proto::identity::v1::{GetSigningKeysRequest, identity_client::IdentityClient};
-        let channel = self.0.channel("identity").await.map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-        let reply = IdentityClient::new(channel)
-            .get_signing_keys(crate::grpc::request(GetSigningKeysRequest {}))
+        let reply = self
+            .0
+            .call("identity", crate::grpc::Retry::Safe, GetSigningKeysRequest {}, |ch, r| async move {
+                IdentityClient::new(ch).get_signing_keys(r).await
+            })
             .await
             .map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-        Ok(reply.into_inner().keys.into_iter().map(|k| PublicKey { kid: k.kid, x: k.x }).collect())
+        Ok(reply.keys.into_iter().map(|k| PublicKey { kid: k.kid, x: k.x }).collect())
     }
 }
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -112,11 +112,15 @@ async fn observe(State(obs): State<Arc<Observe>>, mut req: Request, next: Next) 
     }
     let span = tracing::info_span!("request", service = obs.service, %method, route = %route, request_id = %request_id, trace_id = %trace.trace_id_hex());
     let is_upgrade = req.headers().contains_key(header::UPGRADE);
-    let run = with_trace(trace, next.run(req)).instrument(span.clone());
     let mut response = if is_upgrade {
-        run.await
+        with_trace(trace, next.run(req)).instrument(span.clone()).await
     } else {
-        match tokio::time::timeout(obs.timeout, run).await {
+        // The request's deadline: this service's timeout, or less when the caller has less
+        // left (a gRPC peer's `grpc-timeout`, the gateway's `x-request-timeout-ms`).
+        let budget = caller_budget(req.headers()).map_or(obs.timeout, |b| b.min(obs.timeout));
+        let deadline = tokio::time::Instant::now() + budget;
+        let run = with_trace(trace, crate::grpc::with_deadline(deadline, next.run(req))).instrument(span.clone());
+        match tokio::time::timeout_at(deadline, run).await {
             Ok(r) => r,
             Err(_) => {
                 span.in_scope(|| tracing::warn!("request timed out"));
@@ -151,6 +155,18 @@ async fn observe(State(obs): State<Arc<Observe>>, mut req: Request, next: Next) 
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Header in which the gateway passes on what is left of its deadline, in milliseconds.
+pub const X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// The time the caller gives this request, if it said.
+fn caller_budget(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(v) = headers.get("grpc-timeout") {
+        return v.to_str().ok().and_then(crate::grpc::parse_grpc_timeout);
+    }
+    let ms: u64 = headers.get(&X_REQUEST_TIMEOUT_MS)?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
 }
 
 fn ops_routes(ops: Ops) -> Router {

@@ -1,8 +1,10 @@
 //! The Motorpool platform: what every service needs and nothing any one service owns.
-//! Configuration, telemetry, HTTP conventions, storage, events, cache, discovery, gRPC
-//! plumbing, token verification and the clock. Services build on it; it knows none of them.
+//! Configuration, telemetry, HTTP conventions, storage, events, cache, discovery, replica
+//! balancing, gRPC plumbing, token verification and the clock. Services build on it; it knows
+//! none of them.
 
 pub mod auth;
+pub mod balance;
 pub mod cache;
 pub mod clock;
 pub mod config;

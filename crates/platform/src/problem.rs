@@ -67,6 +67,7 @@ codes! {
     ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
     PeerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer_unavailable", "An upstream service is unavailable"),
     PeerTimeout => (StatusCode::GATEWAY_TIMEOUT, "peer_timeout", "An upstream service did not answer in time"),
+    CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open", "An upstream service is failing; requests to it are refused for a moment"),
     Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "The request took too long"),
 }
 

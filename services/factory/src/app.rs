@@ -14,7 +14,7 @@ use motorpool_platform::clock::Clock;
 use motorpool_platform::db::{Db, Tx};
 
 use motorpool_platform::events::Outbox;
-use motorpool_platform::grpc::{Peers, request};
+use motorpool_platform::grpc::{Peers, Retry};
 use motorpool_platform::money::MoneyView;
 use motorpool_proto::configurator::v1::GetConfigurationRequest;
 use motorpool_proto::configurator::v1::configurator_client::ConfiguratorClient;
@@ -36,6 +36,8 @@ pub enum FactoryError {
     ConfigurationNotFound,
     #[error("{0} is unavailable")]
     PeerUnavailable(&'static str),
+    #[error("{0} did not answer in time")]
+    PeerTimeout(&'static str),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     /// An injected crash (`factory.crash_after`): the step's effect happened, its record did not.
@@ -49,7 +51,10 @@ pub enum FactoryError {
 /// resumes it.
 fn peer(name: &'static str, s: &tonic::Status) -> FactoryError {
     tracing::warn!(peer = name, code = ?s.code(), message = s.message(), "peer call failed");
-    FactoryError::PeerUnavailable(name)
+    match s.code() {
+        Grpc::DeadlineExceeded => FactoryError::PeerTimeout(name),
+        _ => FactoryError::PeerUnavailable(name),
+    }
 }
 
 pub struct Factory {
@@ -95,16 +100,37 @@ impl Factory {
         }
     }
 
-    async fn channel(&self, name: &'static str) -> Result<Channel, FactoryError> {
-        self.peers.channel(name).await.map_err(|_| FactoryError::PeerUnavailable(name))
+    /// A call to inventory (see [`Peers::call`]).
+    async fn inventory<M: Clone, T, Fut>(
+        &self,
+        retry: Retry,
+        message: M,
+        call: impl Fn(InventoryClient<Channel>, tonic::Request<M>) -> Fut,
+    ) -> Result<T, FactoryError>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.peers.call("inventory", retry, message, |ch, req| call(InventoryClient::new(ch), req)).await.map_err(|s| peer("inventory", &s))
+    }
+
+    /// Releases every hold of the order (idempotent: what is gone is skipped).
+    async fn release_all(&self, order: &OrderRow) -> Result<(), FactoryError> {
+        let release = inv::ReleaseOwnerRequest { owner: owner(&order.id) };
+        self.inventory(Retry::Safe, release, |mut c, r| async move { c.release_owner(r).await }).await?;
+        Ok(())
     }
 
     /// Places an order for `user_id` of saved configuration `config_id` and runs the saga as
     /// far as it goes now. A configuration another user saved is not found.
     pub async fn place(&self, user_id: &str, config_id: &str) -> Result<OrderRow, FactoryError> {
-        let mut configurator = ConfiguratorClient::new(self.channel("configurator").await?);
-        let config = match configurator.get_configuration(request(GetConfigurationRequest { config_id: config_id.to_owned() })).await {
-            Ok(c) => c.into_inner(),
+        let config = self
+            .peers
+            .call("configurator", Retry::Safe, GetConfigurationRequest { config_id: config_id.to_owned() }, |ch, r| async move {
+                ConfiguratorClient::new(ch).get_configuration(r).await
+            })
+            .await;
+        let config = match config {
+            Ok(c) => c,
             Err(s) if s.code() == Grpc::NotFound => return Err(FactoryError::ConfigurationNotFound),
             Err(s) => return Err(peer("configurator", &s)),
         };
@@ -149,7 +175,7 @@ impl Factory {
         match self.advance(order).await {
             // Placed all the same: recovery finishes it once the peer is back (or, after a
             // crash, once it is due).
-            Err(e @ (FactoryError::PeerUnavailable(_) | FactoryError::Crashed(_))) => {
+            Err(e @ (FactoryError::PeerUnavailable(_) | FactoryError::PeerTimeout(_) | FactoryError::Crashed(_))) => {
                 tracing::warn!(order = %id, error = %e, "order placed; recovery finishes its saga");
                 self.reload(&id).await
             }
@@ -203,13 +229,9 @@ impl Factory {
             let mut note = None;
             match order.step.as_str() {
                 "hold" => {
-                    let mut client = InventoryClient::new(self.channel("inventory").await?);
                     // An interrupted earlier attempt may have made holds it never recorded.
-                    client
-                        .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
-                        .await
-                        .map_err(|s| peer("inventory", &s))?;
-                    next.holds = self.hold(&mut client, &order).await?;
+                    self.release_all(&order).await?;
+                    next.holds = self.hold(&order).await?;
                     self.crash_point("hold")?;
                     next.step = "deposit".into();
                 }
@@ -261,22 +283,18 @@ impl Factory {
     }
 
     /// Holds the bill of materials; the hold ids as JSON, or `None` when parts are short.
-    async fn hold(&self, client: &mut InventoryClient<Channel>, order: &OrderRow) -> Result<Option<String>, FactoryError> {
+    /// Sent once: a repeated hold would hold twice (the next attempt releases the owner's
+    /// holds first).
+    async fn hold(&self, order: &OrderRow) -> Result<Option<String>, FactoryError> {
         let bom: Vec<(String, i64)> = serde_json::from_str(&order.bom).map_err(|e| FactoryError::Internal(e.to_string()))?;
         let lines: Vec<inv::Line> = bom.into_iter().map(|(sku, quantity)| inv::Line { sku, quantity }).collect();
         let line_count = lines.len();
-        let reply = client
-            .hold(request(inv::HoldRequest { owner: owner(&order.id), lines, ttl_seconds: self.cfg.placing_hold_ttl_secs }))
-            .await
-            .map_err(|s| peer("inventory", &s))?
-            .into_inner();
+        let hold = inv::HoldRequest { owner: owner(&order.id), lines, ttl_seconds: self.cfg.placing_hold_ttl_secs };
+        let reply = self.inventory(Retry::Once, hold, |mut c, r| async move { c.hold(r).await }).await?;
         match reply.outcome() {
             inv::Outcome::Held if reply.holds.len() != line_count => {
                 // Never build on a partial hold: give it back and try again later.
-                client
-                    .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
-                    .await
-                    .map_err(|s| peer("inventory", &s))?;
+                self.release_all(order).await?;
                 Err(FactoryError::Internal(format!("inventory held {} of {line_count} parts", reply.holds.len())))
             }
             inv::Outcome::Held => Ok(Some(json(&reply.holds.iter().map(|h| h.hold_id.clone()).collect::<Vec<_>>())?)),
@@ -290,19 +308,17 @@ impl Factory {
         if order.deposit == 0 {
             return Ok(Ok(None));
         }
-        let mut payments = PaymentsClient::new(self.channel("payments").await?);
-        let charge = payments
-            .charge(request(ChargeRequest {
-                idempotency_key: format!("factory-deposit:{}", order.id),
-                user_id: order.user_id.clone(),
-                amount_minor: order.deposit,
-                currency: order.currency.clone(),
-                reference: format!("factory-order:{}", order.id),
-                description: format!("Deposit for a new {}", order.model),
-            }))
-            .await;
+        let charge = ChargeRequest {
+            idempotency_key: format!("factory-deposit:{}", order.id),
+            user_id: order.user_id.clone(),
+            amount_minor: order.deposit,
+            currency: order.currency.clone(),
+            reference: format!("factory-order:{}", order.id),
+            description: format!("Deposit for a new {}", order.model),
+        };
+        let charge = self.peers.call("payments", Retry::Safe, charge, |ch, r| async move { PaymentsClient::new(ch).charge(r).await }).await;
         match charge {
-            Ok(c) => Ok(Ok(Some(c.into_inner().charge_id))),
+            Ok(c) => Ok(Ok(Some(c.charge_id))),
             Err(s) if s.code() == Grpc::FailedPrecondition => Ok(Err(s.message().split(':').next().unwrap_or("declined").to_owned())),
             Err(s) => Err(peer("payments", &s)),
         }
@@ -314,8 +330,7 @@ impl Factory {
     async fn book(&self, order: &OrderRow, mut next: OrderRow) -> Result<(), FactoryError> {
         // Holds live a day at most: renewed now (before a slot is taken, so an unavailable
         // inventory leaves nothing booked), then by the scheduler until production starts.
-        let mut client = InventoryClient::new(self.channel("inventory").await?);
-        if !self.keep_holds(&mut client, order, &mut next).await? {
+        if !self.keep_holds(order, &mut next).await? {
             next.status = Status::AwaitingParts.code().into();
             next.step = "await_parts".into();
             next.holds = None;
@@ -352,28 +367,25 @@ impl Factory {
     /// Renews the order's holds. Any that lapsed (the factory was away longer than their
     /// lifetime) are replaced by holding the whole bill of materials again, recorded in
     /// `next`. False when parts are short now: the order holds nothing.
-    async fn keep_holds(&self, client: &mut InventoryClient<Channel>, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
+    async fn keep_holds(&self, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
         let ids = hold_ids(order)?;
         if ids.is_empty() {
             return Ok(true);
         }
-        let renewed = client
-            .extend(request(inv::ExtendRequest { hold_ids: ids, owner: owner(&order.id), ttl_seconds: self.cfg.placing_hold_ttl_secs }))
-            .await
-            .map_err(|s| peer("inventory", &s))?
-            .into_inner();
+        let extend = inv::ExtendRequest { hold_ids: ids, owner: owner(&order.id), ttl_seconds: self.cfg.placing_hold_ttl_secs };
+        let renewed = self.inventory(Retry::Safe, extend, |mut c, r| async move { c.extend(r).await }).await?;
         if renewed.missing_hold_ids.is_empty() {
             return Ok(true);
         }
         tracing::warn!(order = %order.id, lapsed = renewed.missing_hold_ids.len(), "holds lapsed; holding the parts again");
-        self.hold_again(client, order, next).await
+        self.hold_again(order, next).await
     }
 
     /// Gives back whatever the order still holds and holds its whole bill of materials anew,
     /// recorded in `next`. False when parts are short: it holds nothing.
-    async fn hold_again(&self, client: &mut InventoryClient<Channel>, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
-        client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
-        next.holds = self.hold(client, order).await?;
+    async fn hold_again(&self, order: &OrderRow, next: &mut OrderRow) -> Result<bool, FactoryError> {
+        self.release_all(order).await?;
+        next.holds = self.hold(order).await?;
         Ok(next.holds.is_some())
     }
 
@@ -401,17 +413,16 @@ impl Factory {
 
     /// Gives back what an order took: its holds and its deposit.
     async fn undo(&self, order: &OrderRow) -> Result<(), FactoryError> {
-        let mut client = InventoryClient::new(self.channel("inventory").await?);
-        client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
+        self.release_all(order).await?;
         if let Some(charge_id) = &order.charge_id {
-            let mut payments = PaymentsClient::new(self.channel("payments").await?);
-            payments
-                .refund(request(RefundRequest {
-                    idempotency_key: format!("factory-refund:{}", order.id),
-                    charge_id: charge_id.clone(),
-                    amount_minor: order.deposit,
-                    reason: "order cancelled before production".into(),
-                }))
+            let refund = RefundRequest {
+                idempotency_key: format!("factory-refund:{}", order.id),
+                charge_id: charge_id.clone(),
+                amount_minor: order.deposit,
+                reason: "order cancelled before production".into(),
+            };
+            self.peers
+                .call("payments", Retry::Safe, refund, |ch, r| async move { PaymentsClient::new(ch).refund(r).await })
                 .await
                 .map_err(|s| peer("payments", &s))?;
         }
@@ -461,13 +472,12 @@ impl Factory {
     async fn step_on_plan(&self, order: OrderRow, now: i64) -> Result<bool, FactoryError> {
         let Some(status) = Status::parse(&order.status) else { return Ok(false) };
         if status == Status::AwaitingParts {
-            let mut client = InventoryClient::new(self.channel("inventory").await?);
             let mut next = order.clone();
             next.updated_at = now;
             // An attempt a crash cut off after its hold would otherwise keep those parts from
             // this one for as long as they are held.
-            client.release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) })).await.map_err(|s| peer("inventory", &s))?;
-            match self.hold(&mut client, &order).await? {
+            self.release_all(&order).await?;
+            match self.hold(&order).await? {
                 Some(holds) => {
                     self.crash_point("parts_hold")?;
                     next.holds = Some(holds);
@@ -478,10 +488,7 @@ impl Factory {
                         return Ok(true);
                     }
                     // Moved meanwhile (cancelled): give the fresh holds back.
-                    client
-                        .release_owner(request(inv::ReleaseOwnerRequest { owner: owner(&order.id) }))
-                        .await
-                        .map_err(|s| peer("inventory", &s))?;
+                    self.release_all(&order).await?;
                     return Ok(false);
                 }
                 None => return Ok(false),
@@ -493,11 +500,8 @@ impl Factory {
         next.updated_at = now;
         let starting = stage == Status::InProduction && now >= start + offset;
         // Until production starts the holds are kept alive.
-        if order.holds.is_some() && !starting {
-            let mut client = InventoryClient::new(self.channel("inventory").await?);
-            if !self.keep_holds(&mut client, &order, &mut next).await? {
-                return self.wait_for_parts_again(&order, next, day).await;
-            }
+        if order.holds.is_some() && !starting && !self.keep_holds(&order, &mut next).await? {
+            return self.wait_for_parts_again(&order, next, day).await;
         }
         if now < start + offset {
             next.next_at = Some(self.renewal_or_start(now, day));
@@ -505,20 +509,16 @@ impl Factory {
             return Ok(false);
         }
         if starting {
-            let mut client = InventoryClient::new(self.channel("inventory").await?);
-            let done = client
-                .commit(request(inv::CommitRequest {
-                    hold_ids: hold_ids(&order)?,
-                    owner: owner(&order.id),
-                    reference: format!("factory-order:{}", order.id),
-                }))
-                .await
-                .map_err(|s| peer("inventory", &s))?
-                .into_inner();
+            let commit = inv::CommitRequest {
+                hold_ids: hold_ids(&order)?,
+                owner: owner(&order.id),
+                reference: format!("factory-order:{}", order.id),
+            };
+            let done = self.inventory(Retry::Safe, commit, |mut c, r| async move { c.commit(r).await }).await?;
             // A retried commit answers with the earlier sales: only lapsed holds fail it.
             if !done.committed {
                 tracing::warn!(order = %order.id, lapsed = ?done.missing_hold_ids, "holds lapsed before production; holding the parts again");
-                if !self.hold_again(&mut client, &order, &mut next).await? {
+                if !self.hold_again(&order, &mut next).await? {
                     return self.wait_for_parts_again(&order, next, day).await;
                 }
                 // Recorded first, used on the next tick: a crash in between cannot use them twice.
@@ -577,12 +577,9 @@ impl Factory {
     }
 
     async fn try_seed(&self, skus: &[String]) -> Result<(), FactoryError> {
-        let mut client = InventoryClient::new(self.channel("inventory").await?);
         for sku in skus {
-            client
-                .set_stock(request(inv::SetStockRequest { sku: sku.clone(), quantity: self.cfg.demo_stock_per_part, only_if_absent: true }))
-                .await
-                .map_err(|s| peer("inventory", &s))?;
+            let set = inv::SetStockRequest { sku: sku.clone(), quantity: self.cfg.demo_stock_per_part, only_if_absent: true };
+            self.inventory(Retry::Safe, set, |mut c, r| async move { c.set_stock(r).await }).await?;
         }
         Ok(())
     }

@@ -55,6 +55,9 @@ impl From<FactoryError> for Problem {
             FactoryError::PeerUnavailable(peer) => Problem::new(Code::PeerUnavailable)
                 .detail(format!("{peer} is unavailable; a placed order finishes in the background"))
                 .retry_after(2),
+            FactoryError::PeerTimeout(peer) => {
+                Problem::new(Code::PeerTimeout).detail(format!("{peer} did not answer in time; a placed order finishes in the background"))
+            }
             FactoryError::Db(e) => Problem::internal(e),
             FactoryError::Crashed(step) => Problem::new(Code::ServiceUnavailable)
                 .detail(format!("interrupted after the {step} step; recovery finishes the order"))

@@ -420,7 +420,7 @@ impl ChunkedScanner {
 struct Upstream {
     addr: String,
     /// The balancer's record of this replica (its requests in flight, its ejection).
-    replica: std::sync::Arc<crate::balance::Replica>,
+    replica: std::sync::Arc<motorpool_platform::balance::Replica>,
     stream: TcpStream,
     buf: BytesMut,
     /// Requests already served on it (a fresh connection cannot be stale).
@@ -579,6 +579,7 @@ async fn exchange(
     };
     // Stay on the replica this connection already talks to while it is listed and not
     // ejected; otherwise the balancer picks one.
+    gw.admit(rule.service).map_err(Failure::Answer)?;
     let keep = upstream.as_ref().is_some_and(|u| addrs.contains(&u.addr) && gw.balancer.live(&u.replica));
     if !keep {
         *upstream = None;
@@ -593,11 +594,16 @@ async fn exchange(
     let body = Bytes::copy_from_slice(&buf[head.len..head.len + body_in_buf]);
     buf.advance(head.len + body_in_buf);
     let rest_of_body = head.content_length - body_in_buf as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(gw.cfg.upstream_timeout_ms);
+    // The replica is told how long it has (what is left of the deadline, a little less).
     let request_for = |addr: &str| {
-        let mut out = BytesMut::with_capacity(head.upstream_head.len() + addr.len() + 16 + body.len());
+        let left = crate::proxy::budget_for_upstream(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let mut out = BytesMut::with_capacity(head.upstream_head.len() + addr.len() + 48 + body.len());
         out.put_slice(&head.upstream_head);
         out.put_slice(b"host: ");
         out.put_slice(addr.as_bytes());
+        out.put_slice(b"\r\nx-request-timeout-ms: ");
+        out.put_slice(itoa::Buffer::new().format(left.as_millis() as u64).as_bytes());
         out.put_slice(b"\r\n\r\n");
         out.put_slice(&body);
         out.freeze()
@@ -608,24 +614,21 @@ async fn exchange(
     // could not even be reached (nothing was sent).
     let idempotent = (head.method <= 1 || head.idempotency_key) && rest_of_body == 0;
     let mut failed: Vec<String> = Vec::new();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(gw.cfg.upstream_timeout_ms);
     let mut attempt = 0;
     let mut _in_flight;
     let response = loop {
         attempt += 1;
         if let Some(u) = upstream.as_ref() {
-            _in_flight = crate::balance::Balancer::start_on(u.replica.clone());
+            _in_flight = motorpool_platform::balance::Balancer::start_on(u.replica.clone());
         } else {
             let replica = gw.balancer.replica(&addr);
-            _in_flight = crate::balance::Balancer::start_on(replica.clone());
+            _in_flight = motorpool_platform::balance::Balancer::start_on(replica.clone());
             match tokio::time::timeout_at(deadline, connect(&addr)).await {
                 Ok(Ok(stream)) => {
                     *upstream = Some(Upstream { addr: addr.clone(), replica, stream, buf: BytesMut::with_capacity(8 * 1024), served: 0 })
                 }
                 Ok(Err(e)) => {
-                    gw.upstream_error(rule.service, "unavailable");
-                    gw.balancer.eject(&addr);
+                    gw.failed(rule.service, &addr, "unavailable");
                     tracing::warn!(error = %e, service = rule.service, upstream = %addr, "upstream connect failed");
                     failed.push(addr.clone());
                     if failed.len() < addrs.len() {
@@ -636,8 +639,7 @@ async fn exchange(
                     return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
                 }
                 Err(_) => {
-                    gw.upstream_error(rule.service, "timeout");
-                    gw.balancer.eject(&addr);
+                    gw.failed(rule.service, &addr, "timeout");
                     return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
                 }
             }
@@ -650,7 +652,10 @@ async fn exchange(
             Err(e) => Ok(Err(e)),
         };
         match result {
-            Ok(Ok(parsed)) => break parsed,
+            Ok(Ok(parsed)) => {
+                gw.balancer.record(rule.service, true);
+                break parsed;
+            }
             // A reused connection the replica closed before reading the request (nothing came
             // back at all): once more on a fresh connection, when the whole request is in hand.
             Ok(Err(ExchangeError::Stale)) if reused && rest_of_body == 0 && attempt == 1 => {
@@ -660,8 +665,7 @@ async fn exchange(
             Ok(Err(ExchangeError::Client)) => return Err(Failure::Close),
             Ok(Err(e)) => {
                 *upstream = None;
-                gw.upstream_error(rule.service, "unavailable");
-                gw.balancer.eject(&addr);
+                gw.failed(rule.service, &addr, "unavailable");
                 tracing::warn!(error = ?e, service = rule.service, upstream = %addr, "upstream request failed");
                 failed.push(addr.clone());
                 if idempotent && failed.len() < addrs.len() {
@@ -673,8 +677,7 @@ async fn exchange(
             }
             Err(_) => {
                 *upstream = None;
-                gw.upstream_error(rule.service, "timeout");
-                gw.balancer.eject(&addr);
+                gw.failed(rule.service, &addr, "timeout");
                 return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
             }
         }

@@ -2,7 +2,6 @@
 //! service, checks tokens and roles declared next to the route table, rate-limits each
 //! client, proxies HTTP and WebSocket traffic, and serves the web pages and merged API docs.
 
-mod balance;
 pub mod config;
 mod fast;
 mod proxy;
@@ -69,6 +68,7 @@ impl ServiceDef for GatewayService {
                 .route("/docs/openapi.json", get(site::merged_openapi).with_state((gw.clone(), docs)))
                 .merge(Router::new().route("/api/admin/overview", get(overview)).with_state(AdminState(gw.clone())));
             let mut parts = ServiceParts::new(rest, utoipa::openapi::OpenApi::default());
+            parts.tasks.push(gw.clone().check_replicas(ctx.shutdown.clone().cancelled_owned()).boxed());
             parts.front = Some(Arc::new(proxy::Front(gw)));
             parts.required_peers = vec!["identity"];
             Ok(parts)

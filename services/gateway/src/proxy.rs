@@ -25,9 +25,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use motorpool_platform::auth::{AuthError, Verifier};
+use motorpool_platform::balance::{Balancer, BreakerPolicy};
 use motorpool_platform::cache::{Cache, RateDecision};
 use motorpool_platform::discovery::Discovery;
-use motorpool_platform::http::{TRACEPARENT, X_REQUEST_ID};
+use motorpool_platform::http::{TRACEPARENT, X_REQUEST_ID, X_REQUEST_TIMEOUT_MS};
 use motorpool_platform::metrics::{Counter, Histogram, Metrics};
 use motorpool_platform::problem::{Code, Problem};
 use motorpool_platform::telemetry::{TraceContext, new_request_id};
@@ -44,7 +45,7 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub body_limit: usize,
     /// Which replica gets each request (least busy of two, failed ones ejected for a while).
-    pub(crate) balancer: crate::balance::Balancer,
+    pub(crate) balancer: Balancer,
     /// Per route-table rule and method, the request metrics (indexed like `RULES`).
     series: Vec<[Series; METHODS.len()]>,
 }
@@ -87,8 +88,60 @@ impl Gateway {
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(512).build(connector);
         let series = RULES.iter().map(|_| Default::default()).collect();
-        let balancer = crate::balance::Balancer::new(Duration::from_millis(cfg.eject_ms));
+        let breaker = BreakerPolicy { failures: cfg.breaker_failures, open_for: Duration::from_millis(cfg.breaker_open_ms) };
+        let balancer = Balancer::with_breaker(Duration::from_millis(cfg.eject_ms), breaker);
         Self { client, discovery, verifier, cache, cfg, metrics, body_limit, balancer, series }
+    }
+
+    /// Whether `service` may get a request now; an open circuit is answered at once.
+    pub(crate) fn admit(&self, service: &str) -> Result<(), Problem> {
+        self.balancer.admit(service).map_err(|open| {
+            Problem::new(Code::CircuitOpen)
+                .detail(format!("{service} is failing; requests to it are refused for a moment"))
+                .retry_after(open.retry_in.as_secs().max(1))
+        })
+    }
+
+    /// A request `addr` failed at the transport (refused, broken, timed out): the replica is
+    /// ejected for a while and the failure counts toward the service's circuit.
+    pub(crate) fn failed(&self, service: &str, addr: &str, kind: &str) {
+        self.upstream_error(service, kind);
+        self.balancer.eject(addr);
+        self.balancer.record(service, false);
+    }
+
+    /// Checks every routed service's replicas' `/ready` until `shutdown`, and forgets the
+    /// replicas discovery no longer lists.
+    pub(crate) async fn check_replicas(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let period = Duration::from_millis(self.cfg.ready_check_ms);
+        if period.is_zero() {
+            return;
+        }
+        // A check may take most of a period, never longer than a second.
+        let limit = (period * 4 / 5).min(Duration::from_secs(1));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            let mut listed = std::collections::HashSet::new();
+            for service in crate::table::services() {
+                listed.extend(self.discovery.resolve(service).await.unwrap_or_default());
+            }
+            let gw = &self;
+            let checks = listed.iter().map(|addr| async move { (addr, gw.ready(addr, limit).await) });
+            for (addr, ready) in futures::future::join_all(checks).await {
+                self.balancer.mark_ready(addr, ready);
+            }
+            self.balancer.retain(&listed);
+        }
+    }
+
+    async fn ready(&self, addr: &str, limit: Duration) -> bool {
+        let Ok(uri) = format!("http://{addr}/ready").parse::<Uri>() else { return false };
+        let Ok(req) = hyper::Request::get(uri).body(Body::empty()) else { return false };
+        matches!(tokio::time::timeout(limit, self.client.request(req)).await, Ok(Ok(r)) if r.status() == StatusCode::OK)
     }
 
     pub(crate) fn upstream_error(&self, service: &str, kind: &str) {
@@ -288,6 +341,13 @@ fn forwarded_for(prior: Option<&HeaderValue>, peer: SocketAddr) -> Option<Header
     }
 }
 
+/// The time a replica is given for a request when the gateway has `left`: a little less, so
+/// the replica's own answer (say, a peer of its timing out) reaches the client rather than the
+/// gateway's bare 504.
+pub(crate) fn budget_for_upstream(left: Duration) -> Duration {
+    left.saturating_sub((left / 10).min(Duration::from_millis(100)))
+}
+
 async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
     let service = rule.service;
     let addrs = match gw.discovery.resolve(service).await {
@@ -298,6 +358,9 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
             return Problem::new(Code::PeerUnavailable).into_response();
         }
     };
+    if let Err(p) = gw.admit(service) {
+        return p.into_response();
+    }
     let addr = gw.balancer.pick(service, &addrs, &[]);
     let Ok(authority) = Authority::try_from(addr) else {
         tracing::warn!(service, upstream = %addr, "discovery returned an unusable address");
@@ -321,9 +384,13 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     if let Some(v) = forwarded_for(parts.headers.get(&X_FORWARDED_FOR), peer) {
         parts.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
+    let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
+    if !upgrade {
+        parts.headers.insert(X_REQUEST_TIMEOUT_MS, HeaderValue::from(budget_for_upstream(timeout).as_millis() as u64));
+    }
     let req = hyper::Request::from_parts(parts, body);
     if upgrade {
-        return tunnel(gw, req).await;
+        return tunnel(gw, service, &addrs, addr, req).await;
     }
     let too_large = req
         .headers()
@@ -336,23 +403,23 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     }
     let limit = gw.body_limit;
     let req = req.map(|b| Body::new(Limited::new(b, limit)));
-    let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
     let _in_flight = gw.balancer.start(addr);
     match tokio::time::timeout(timeout, gw.client.request(req)).await {
         Err(_) => {
-            gw.upstream_error(service, "timeout");
-            gw.balancer.eject(addr);
+            gw.failed(service, addr, "timeout");
             Problem::new(Code::PeerTimeout).into_response()
         }
         Ok(Err(e)) => {
-            gw.upstream_error(service, "unavailable");
             if e.is_connect() {
-                gw.balancer.eject(addr);
+                gw.failed(service, addr, "unavailable");
+            } else {
+                gw.upstream_error(service, "unavailable");
             }
             tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
             Problem::new(Code::PeerUnavailable).into_response()
         }
         Ok(Ok(resp)) => {
+            gw.balancer.record(service, true);
             let mut resp = resp.map(Body::new);
             strip_hop_by_hop(resp.headers_mut(), false);
             resp
@@ -361,17 +428,46 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
 }
 
 /// Forwards an upgrade request; when the replica agrees (101), joins the two upgraded
-/// connections and copies bytes both ways until either side closes.
-async fn tunnel(gw: &Gateway, mut req: hyper::Request<Incoming>) -> Response {
+/// connections and copies bytes both ways until either side closes. The socket stays with that
+/// replica for its life; a replica that refuses the connection is ejected and another tried.
+async fn tunnel(gw: &Gateway, service: &str, addrs: &[String], first: &str, mut req: hyper::Request<Incoming>) -> Response {
     let client_side = hyper::upgrade::on(&mut req);
-    let req = req.map(|_| Body::empty());
-    let mut resp = match tokio::time::timeout(Duration::from_millis(gw.cfg.upstream_timeout_ms), gw.client.request(req)).await {
-        Err(_) => return Problem::new(Code::PeerTimeout).into_response(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "upstream upgrade failed");
+    let (parts, _) = req.into_parts();
+    let mut addr = first.to_owned();
+    let mut failed: Vec<String> = Vec::new();
+    let mut resp = loop {
+        let Some(uri) = retarget(&parts.uri, &addr) else {
             return Problem::new(Code::PeerUnavailable).into_response();
+        };
+        let mut up = hyper::Request::new(Body::empty());
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = parts.headers.clone();
+        match tokio::time::timeout(Duration::from_millis(gw.cfg.upstream_timeout_ms), gw.client.request(up)).await {
+            Err(_) => {
+                gw.failed(service, &addr, "timeout");
+                return Problem::new(Code::PeerTimeout).into_response();
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                gw.failed(service, &addr, "unavailable");
+                tracing::warn!(error = %e, service, upstream = %addr, "upstream upgrade refused");
+                failed.push(addr.clone());
+                if failed.len() < addrs.len() {
+                    addr = gw.balancer.pick(service, addrs, &failed).to_owned();
+                    continue;
+                }
+                return Problem::new(Code::PeerUnavailable).into_response();
+            }
+            Ok(Err(e)) => {
+                gw.upstream_error(service, "unavailable");
+                tracing::warn!(error = %e, service, upstream = %addr, "upstream upgrade failed");
+                return Problem::new(Code::PeerUnavailable).into_response();
+            }
+            Ok(Ok(resp)) => {
+                gw.balancer.record(service, true);
+                break resp;
+            }
         }
-        Ok(Ok(resp)) => resp,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return resp.map(Body::new);
@@ -388,6 +484,13 @@ async fn tunnel(gw: &Gateway, mut req: hyper::Request<Incoming>) -> Response {
         }
     });
     resp.map(Body::new)
+}
+
+/// `uri` sent to `addr` instead.
+fn retarget(uri: &Uri, addr: &str) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(Authority::try_from(addr).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 #[cfg(test)]

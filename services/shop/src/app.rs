@@ -15,7 +15,7 @@ use std::time::Duration;
 use motorpool_platform::clock::Clock;
 use motorpool_platform::db::Db;
 use motorpool_platform::events::Outbox;
-use motorpool_platform::grpc::{Peers, request};
+use motorpool_platform::grpc::{Peers, Retry};
 use motorpool_platform::metrics::{Counter, Metrics};
 use motorpool_proto::inventory::v1::inventory_client::InventoryClient;
 use motorpool_proto::inventory::v1::{self as inv, Outcome};
@@ -23,6 +23,7 @@ use motorpool_proto::payments::v1::payments_client::PaymentsClient;
 use motorpool_proto::payments::v1::{ChargeRequest, RefundRequest};
 use tokio::sync::Notify;
 use tonic::Code as Grpc;
+use tonic::transport::Channel;
 
 use crate::config::ShopConfig;
 use crate::domain::{Action, MAX_LINE_QUANTITY};
@@ -34,6 +35,8 @@ use crate::store::{self, CartRow, LineRow, OrderLineRow, OrderRow};
 pub enum ShopError {
     #[error("{0} is unavailable")]
     PeerUnavailable(&'static str),
+    #[error("{0} did not answer in time")]
+    PeerTimeout(&'static str),
     #[error("the cart is busy")]
     CartBusy,
     #[error("database: {0}")]
@@ -170,23 +173,10 @@ pub fn owner(cart_id: &str) -> String {
 
 fn peer_error(peer: &'static str, s: &tonic::Status) -> ShopError {
     tracing::warn!(peer, code = ?s.code(), message = s.message(), "peer call failed");
-    ShopError::PeerUnavailable(peer)
-}
-
-/// Asks inventory to hold `quantity` units of `sku` for `owner`, as one line.
-async fn hold_line(
-    client: &mut InventoryClient<tonic::transport::Channel>,
-    owner: &str,
-    sku: &str,
-    quantity: i64,
-    ttl_seconds: i64,
-) -> Result<inv::HoldReply, ShopError> {
-    let lines = vec![inv::Line { sku: sku.to_owned(), quantity }];
-    Ok(client
-        .hold(request(inv::HoldRequest { owner: owner.to_owned(), lines, ttl_seconds }))
-        .await
-        .map_err(|s| peer_error("inventory", &s))?
-        .into_inner())
+    match s.code() {
+        Grpc::DeadlineExceeded => ShopError::PeerTimeout(peer),
+        _ => ShopError::PeerUnavailable(peer),
+    }
 }
 
 /// Why inventory refused a hold of a line; `have` is what the line already holds, so the
@@ -218,25 +208,46 @@ impl LineRow {
 }
 
 impl Shop {
-    async fn inventory(&self) -> Result<InventoryClient<tonic::transport::Channel>, ShopError> {
-        let ch = self.peers.channel("inventory").await.map_err(|_| ShopError::PeerUnavailable("inventory"))?;
-        Ok(InventoryClient::new(ch))
+    /// A call to inventory (see [`Peers::call`]).
+    async fn inventory<M: Clone, T, Fut>(
+        &self,
+        retry: Retry,
+        message: M,
+        call: impl Fn(InventoryClient<Channel>, tonic::Request<M>) -> Fut,
+    ) -> Result<T, ShopError>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.peers
+            .call("inventory", retry, message, |ch, req| call(InventoryClient::new(ch), req))
+            .await
+            .map_err(|s| peer_error("inventory", &s))
     }
 
-    async fn payments(&self) -> Result<PaymentsClient<tonic::transport::Channel>, ShopError> {
-        let ch = self.peers.channel("payments").await.map_err(|_| ShopError::PeerUnavailable("payments"))?;
-        Ok(PaymentsClient::new(ch))
+    /// A call to payments; every call that moves money carries an idempotency key.
+    async fn payments<M: Clone, T, Fut>(
+        &self,
+        message: M,
+        call: impl Fn(PaymentsClient<Channel>, tonic::Request<M>) -> Fut,
+    ) -> Result<T, tonic::Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.peers.call("payments", Retry::Safe, message, |ch, req| call(PaymentsClient::new(ch), req)).await
+    }
+
+    /// Asks inventory to hold `quantity` units of `sku` for `owner`, as one line. A hold is
+    /// not idempotent (a repeat would hold twice), so it is sent once.
+    async fn hold_line(&self, owner: &str, sku: &str, quantity: i64, ttl_seconds: i64) -> Result<inv::HoldReply, ShopError> {
+        let lines = vec![inv::Line { sku: sku.to_owned(), quantity }];
+        let hold = inv::HoldRequest { owner: owner.to_owned(), lines, ttl_seconds };
+        self.inventory(Retry::Once, hold, |mut c, r| async move { c.hold(r).await }).await
     }
 
     /// Available units of `codes` (missing: no stock record, so 0).
     pub async fn availability(&self, codes: &[String]) -> Result<Vec<(String, i64)>, ShopError> {
-        let reply = self
-            .inventory()
-            .await?
-            .availability(request(inv::AvailabilityRequest { skus: codes.to_vec() }))
-            .await
-            .map_err(|s| peer_error("inventory", &s))?
-            .into_inner();
+        let ask = inv::AvailabilityRequest { skus: codes.to_vec() };
+        let reply = self.inventory(Retry::Safe, ask, |mut c, r| async move { c.availability(r).await }).await?;
         Ok(codes.iter().map(|c| (c.clone(), reply.levels.iter().find(|l| &l.sku == c).map_or(0, |l| l.available.max(0)))).collect())
     }
 
@@ -394,7 +405,7 @@ impl Shop {
             return Ok(Some((cart, Applied::Rejected(Rejection::TooMany))));
         }
         let owner = owner(&cart.id);
-        let reply = hold_line(&mut self.inventory().await?, &owner, code, quantity, self.cfg.cart_hold_ttl_secs).await?;
+        let reply = self.hold_line(&owner, code, quantity, self.cfg.cart_hold_ttl_secs).await?;
         let Outcome::Held = reply.outcome() else {
             return refused(&reply, 0).map(|r| Some((cart, Applied::Rejected(r))));
         };
@@ -422,22 +433,19 @@ impl Shop {
         }
         let owner = owner(&cart.id);
         let ttl = self.cfg.cart_hold_ttl_secs;
-        let mut client = self.inventory().await?;
-        // Resize the line's hold; a hold that is gone (expired) is replaced by a new one.
+        // Resize the line's hold (to an absolute quantity, so a repeat is harmless); a hold
+        // that is gone (expired) is replaced by a new one.
         let mut reply = None;
         if let Some((_, hold_id)) = &existing {
-            let r = client
-                .adjust(request(inv::AdjustRequest { hold_id: hold_id.clone(), owner: owner.clone(), quantity: target, ttl_seconds: ttl }))
-                .await
-                .map_err(|s| peer_error("inventory", &s))?
-                .into_inner();
+            let adjust = inv::AdjustRequest { hold_id: hold_id.clone(), owner: owner.clone(), quantity: target, ttl_seconds: ttl };
+            let r = self.inventory(Retry::Safe, adjust, |mut c, r| async move { c.adjust(r).await }).await?;
             if r.outcome() != Outcome::HoldNotFound {
                 reply = Some(r);
             }
         }
         let reply = match reply {
             Some(r) => r,
-            None => hold_line(&mut client, &owner, code, target, ttl).await?,
+            None => self.hold_line(&owner, code, target, ttl).await?,
         };
         match reply.outcome() {
             Outcome::Held => {
@@ -474,16 +482,9 @@ impl Shop {
             return Ok(Vec::new());
         }
         let owner = owner(&cart.id);
-        let mut client = self.inventory().await?;
-        let reply = client
-            .extend(request(inv::ExtendRequest {
-                hold_ids: lines.iter().map(|l| l.hold_id.clone()).collect(),
-                owner: owner.clone(),
-                ttl_seconds: ttl,
-            }))
-            .await
-            .map_err(|s| peer_error("inventory", &s))?
-            .into_inner();
+        let extend =
+            inv::ExtendRequest { hold_ids: lines.iter().map(|l| l.hold_id.clone()).collect(), owner: owner.clone(), ttl_seconds: ttl };
+        let reply = self.inventory(Retry::Safe, extend, |mut c, r| async move { c.extend(r).await }).await?;
         let now = self.clock.now_ms();
         let mut short = Vec::new();
         let mut tx = self.db.begin_write().await?;
@@ -495,7 +496,7 @@ impl Shop {
         tx.commit().await?;
         for missing in &reply.missing_hold_ids {
             let Some(l) = lines.iter().find(|l| &l.hold_id == missing) else { continue };
-            let r = hold_line(&mut client, &owner, &l.product_code, l.quantity, ttl).await?;
+            let r = self.hold_line(&owner, &l.product_code, l.quantity, ttl).await?;
             match (r.outcome(), r.holds.first()) {
                 (Outcome::Held, Some(h)) => {
                     let mut tx = self.db.begin_write().await?;
@@ -599,20 +600,17 @@ impl Shop {
     /// any point, by any replica.
     pub async fn drive(&self, order: OrderRow) -> Result<CheckoutResult, ShopError> {
         let lines = store::order_lines(&self.db, &order.id).await?;
-        let charge = self
-            .payments()
-            .await?
-            .charge(request(ChargeRequest {
-                idempotency_key: format!("shop-order:{}", order.id),
-                user_id: order.user_id.clone(),
-                amount_minor: order.total_minor,
-                currency: order.currency.clone(),
-                reference: format!("order:{}", order.id),
-                description: describe(&lines),
-            }))
-            .await;
+        let charge = ChargeRequest {
+            idempotency_key: format!("shop-order:{}", order.id),
+            user_id: order.user_id.clone(),
+            amount_minor: order.total_minor,
+            currency: order.currency.clone(),
+            reference: format!("order:{}", order.id),
+            description: describe(&lines),
+        };
+        let charge = self.payments(charge, |mut c, r| async move { c.charge(r).await }).await;
         let charge = match charge {
-            Ok(c) => c.into_inner(),
+            Ok(c) => c,
             Err(s) if s.code() == Grpc::FailedPrecondition && s.message().starts_with("insufficient_funds") => {
                 return self.fail(&order, "insufficient_funds", CheckoutRefusal::InsufficientFunds, &[]).await;
             }
@@ -627,36 +625,23 @@ impl Shop {
         };
         store::set_charge(&self.db, &order.id, &charge.charge_id, self.clock.now_ms()).await?;
         let hold_ids: Vec<String> = lines.iter().map(|l| l.hold_id.clone()).collect();
-        let committed = self
-            .inventory()
-            .await?
-            .commit(request(inv::CommitRequest {
-                hold_ids: hold_ids.clone(),
-                owner: owner(&order.cart_id),
-                reference: format!("order:{}", order.id),
-            }))
-            .await;
-        let committed = match committed {
-            Ok(c) => c.into_inner(),
-            Err(s) => {
-                peer_error("inventory", &s);
-                return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
-            }
+        let commit =
+            inv::CommitRequest { hold_ids: hold_ids.clone(), owner: owner(&order.cart_id), reference: format!("order:{}", order.id) };
+        let committed = self.inventory(Retry::Safe, commit, |mut c, r| async move { c.commit(r).await }).await;
+        let Ok(committed) = committed else {
+            return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
         };
         if committed.committed {
             return self.place(order, charge.charge_id, &hold_ids).await;
         }
         // Money taken, goods gone: give the money back before saying no.
-        let refund = self
-            .payments()
-            .await?
-            .refund(request(RefundRequest {
-                idempotency_key: format!("shop-order-refund:{}", order.id),
-                charge_id: charge.charge_id.clone(),
-                amount_minor: order.total_minor,
-                reason: "parts no longer held".into(),
-            }))
-            .await;
+        let refund = RefundRequest {
+            idempotency_key: format!("shop-order-refund:{}", order.id),
+            charge_id: charge.charge_id.clone(),
+            amount_minor: order.total_minor,
+            reason: "parts no longer held".into(),
+        };
+        let refund = self.payments(refund, |mut c, r| async move { c.refund(r).await }).await;
         if let Err(s) = refund {
             peer_error("payments", &s);
             return Ok(CheckoutResult::Refused(CheckoutRefusal::Unfinished));
@@ -734,32 +719,35 @@ impl Shop {
             if due.is_empty() {
                 return Ok(());
             }
-            let client = self.inventory().await?;
             // A few batches at once, each one ReleaseMany that inventory takes in one statement
             // (they lock stock rows in one order, so they queue rather than deadlock).
             let calls = due.chunks(RELEASE_BATCH).map(|batch| {
-                let mut client = client.clone();
-                let holds =
+                let holds: Vec<inv::OwnedHold> =
                     batch.iter().map(|(hold_id, owner, _)| inv::OwnedHold { hold_id: hold_id.clone(), owner: owner.clone() }).collect();
-                async move { (batch, client.release_many(request(inv::ReleaseManyRequest { holds })).await) }
+                async move {
+                    let released = self
+                        .inventory(Retry::Safe, inv::ReleaseManyRequest { holds }, |mut c, r| async move { c.release_many(r).await })
+                        .await;
+                    (batch, released)
+                }
             });
             let mut done = Vec::with_capacity(due.len());
             let mut failed = None;
             for (batch, outcome) in futures::future::join_all(calls).await {
                 match outcome {
                     Ok(reply) => {
-                        for r in reply.into_inner().rejected {
+                        for r in reply.rejected {
                             tracing::warn!(hold_id = r.hold_id, owner = r.owner, "inventory refused a release as malformed; dropped");
                         }
                         done.extend(batch.iter().map(|(hold_id, _, _)| hold_id.clone()));
                     }
-                    Err(s) => {
+                    Err(e) => {
                         // Tried again later, backing off; releasing an id no longer held is a no-op.
                         for (hold_id, _, attempts) in batch {
                             let backoff = (self.cfg.retry_interval_ms as i64) << (*attempts).clamp(0, 6);
                             store::release_later(&self.db, hold_id, self.clock.now_ms() + backoff).await?;
                         }
-                        failed = Some(peer_error("inventory", &s));
+                        failed = Some(e);
                     }
                 }
             }
@@ -830,14 +818,11 @@ impl Shop {
     }
 
     async fn try_seed_stock(&self, codes: &[String]) -> Result<(), ShopError> {
-        let mut client = self.inventory().await?;
         for (i, code) in codes.iter().enumerate() {
             // A few scarce parts, so the demo shows "only N left" and out-of-stock answers.
             let quantity = if i % 37 == 5 { 2 } else { self.cfg.demo_stock_per_part };
-            client
-                .set_stock(request(inv::SetStockRequest { sku: code.clone(), quantity, only_if_absent: true }))
-                .await
-                .map_err(|s| peer_error("inventory", &s))?;
+            let set = inv::SetStockRequest { sku: code.clone(), quantity, only_if_absent: true };
+            self.inventory(Retry::Safe, set, |mut c, r| async move { c.set_stock(r).await }).await?;
         }
         Ok(())
     }

@@ -18,5 +18,6 @@ mod lifecycle;
 mod notifications;
 mod payments;
 mod processes;
+mod resilience;
 mod shop;
 mod tokens;

@@ -1,0 +1,257 @@
+//! Replicas that die, hang or all fail, as separate processes on PostgreSQL + NATS + Redis:
+//! the gateway's active readiness checks and circuit breaker, and the services' peer calls
+//! (balanced, retried where safe, bounded by the request's deadline).
+
+use std::time::{Duration, Instant};
+
+use motorpool::Config;
+use motorpool::testkit::{Backend, cleanup_config, test_config};
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::processes::{Child, free_addr, serve};
+use crate::shop::Edge;
+
+/// A set of `motorpool serve` processes on one configuration, each on its own port.
+struct Cluster {
+    cfg: Config,
+    path: std::path::PathBuf,
+    plan: Vec<(&'static str, String)>,
+    children: Vec<Child>,
+    api: Edge,
+}
+
+impl Cluster {
+    async fn start(mut cfg: Config, services: &[&'static str]) -> Self {
+        cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
+        cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+        cfg.gateway.rate_limit_enabled = false;
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let path = cfg.data_dir.join("motorpool.toml");
+        // Written unmasked: identity needs the admin's password.
+        std::fs::write(&path, toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        let plan: Vec<(&'static str, String)> = services.iter().map(|s| (*s, free_addr())).collect();
+        let children = plan.iter().map(|(service, addr)| serve(&path, service, addr)).collect();
+        let http = client();
+        for (_, addr) in &plan {
+            wait_ready(&http, &format!("http://{addr}")).await;
+        }
+        let gw = format!("http://{}", plan.iter().find(|(s, _)| *s == "gateway").expect("a gateway").1);
+        Self { cfg, path, plan, children, api: Edge { http, gw } }
+    }
+
+    /// Indexes of `service`'s processes in the plan.
+    fn of(&self, service: &str) -> Vec<usize> {
+        self.plan.iter().enumerate().filter(|(_, (s, _))| *s == service).map(|(i, _)| i).collect()
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.children[i].0.id().expect("running");
+        assert!(std::process::Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success());
+    }
+
+    async fn kill(&mut self, i: usize) {
+        self.children[i].0.start_kill().unwrap();
+        self.children[i].0.wait().await.unwrap();
+    }
+
+    /// Requests `route` served by process `i`, from its metrics.
+    async fn served(&self, i: usize, route: &str) -> f64 {
+        let text = self.api.http.get(format!("http://{}/metrics", self.plan[i].1)).send().await.unwrap().text().await.unwrap();
+        metric_in(&text, "http_requests_total", &format!("route=\"{route}\""))
+    }
+
+    async fn stop(self) {
+        drop(self.children);
+        cleanup_config(&self.cfg).await;
+    }
+}
+
+/// A product with plenty of stock, and an admin token.
+async fn stocked_product(api: &Edge) -> (String, String) {
+    let admin = api.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let [code]: [String; 1] = api.product_codes(1).await.try_into().unwrap();
+    api.put_stock(&admin, &code, 1_000).await;
+    (admin, code)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_an_inventory_replica_killed_costs_the_shop_nothing_its_calls_go_to_the_other() {
+    let mut cfg = test_config(Backend::Infra);
+    // Long enough that discovery lists the dead replica for the whole test.
+    cfg.discovery.ttl_secs = 30;
+    let mut c = Cluster::start(cfg, &["identity", "payments", "inventory", "inventory", "shop", "gateway"]).await;
+    let (admin, code) = stocked_product(&c.api).await;
+    let tokens = c.api.customers("peerkill", 24).await;
+    let victim = c.of("inventory")[0];
+    c.kill(victim).await;
+
+    // Every add needs an inventory hold (sent once: only retried because the dead replica
+    // refused the connection) and every cart read asks inventory for availability (retried).
+    let (api, code) = (&c.api, code.as_str());
+    let outcomes: Vec<(u16, u16)> = futures::future::join_all(tokens.iter().map(|t| async move {
+        let added = api.add(t, code, 1).await.status().as_u16();
+        let read = api.send(reqwest::Method::GET, "/api/cart", Some(t), None).await.status().as_u16();
+        (added, read)
+    }))
+    .await;
+    let failed: Vec<&(u16, u16)> = outcomes.iter().filter(|o| **o != (201, 200)).collect();
+    assert!(failed.is_empty(), "{} of {} customers saw a failure: {failed:?}", failed.len(), outcomes.len());
+    assert_eq!(c.api.stock(&admin, code).await, (1_000, 24, 976), "one hold per add, none twice");
+    c.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_a_hanging_inventory_costs_a_cart_request_the_gateways_deadline_and_a_504_that_names_it() {
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 30;
+    cfg.gateway.upstream_timeout_ms = 2_000;
+    // Without active checks or ejection in the way, the hanging replica is called.
+    cfg.gateway.ready_check_ms = 0;
+    let c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "gateway"]).await;
+    let (_admin, code) = stocked_product(&c.api).await;
+    let token = c.api.customer("deadline").await;
+    let inventory = c.of("inventory")[0];
+    c.signal(inventory, "-STOP");
+
+    let started = Instant::now();
+    let r = c.api.add(&token, &code, 1).await;
+    let took = started.elapsed();
+    c.signal(inventory, "-CONT");
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), body["code"].as_str()), (504, Some("peer_timeout")), "{body}");
+    // The shop gave up on inventory within the time the gateway gave it (its own default for
+    // a peer call is 5 s), so the answer is the shop's, naming the peer.
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("inventory")), "{body}");
+    assert!(took < Duration::from_millis(2_000) && took > Duration::from_millis(1_500), "took {took:?}");
+    c.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_a_paused_replica_fails_its_ready_checks_and_gets_no_requests_until_it_resumes() {
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 30;
+    cfg.gateway.ready_check_ms = 300;
+    let c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "shop", "gateway"]).await;
+    let route = "/api/shop/products";
+    let [paused, other]: [usize; 2] = c.of("shop").try_into().unwrap();
+    c.signal(paused, "-STOP");
+    // Two check periods: the paused replica's check times out and it is taken out of rotation
+    // before any request had to fail on it.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let quick = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let url = format!("{}{route}?q=brake&limit=5", c.api.gw);
+    let statuses: Vec<u16> = futures::future::join_all((0..40).map(|_| {
+        let (quick, url) = (quick.clone(), url.clone());
+        async move { quick.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "every read answered in time: {statuses:?}");
+
+    // Resumed, it passes its checks and takes requests again (on new connections: a client
+    // connection stays with the replica it was given while that one is live).
+    c.signal(paused, "-CONT");
+    let before = c.served(paused, route).await;
+    eventually(Duration::from_secs(10), "the resumed replica serves again", || async {
+        for _ in 0..10 {
+            assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
+        }
+        (c.served(paused, route).await > before).then_some(())
+    })
+    .await;
+    assert!(c.served(other, route).await >= 40.0, "the other replica took the reads while one was paused");
+    c.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_with_every_shop_replica_down_the_gateway_opens_the_circuit_and_a_probe_closes_it_when_one_is_back() {
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 30;
+    cfg.gateway.ready_check_ms = 0;
+    cfg.gateway.breaker_failures = 3;
+    cfg.gateway.breaker_open_ms = 1_000;
+    let mut c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "gateway"]).await;
+    let url = format!("{}/api/shop/products?limit=1", c.api.gw);
+    assert_eq!(c.api.http.get(&url).send().await.unwrap().status(), 200);
+    let shop = c.of("shop")[0];
+    c.kill(shop).await;
+
+    // Three refused connections in a row open the circuit; then the gateway answers at once.
+    for _ in 0..3 {
+        assert_problem(c.api.http.get(&url).send().await.unwrap(), 503, "peer_unavailable").await;
+    }
+    let r = c.api.http.get(&url).send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+    let body: Value = assert_problem(r, 503, "circuit_open").await;
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("shop")), "{body}");
+
+    // A replica comes back: once the circuit's time is up, the probe reaches it and closes it.
+    let addr = free_addr();
+    c.children.push(serve(&c.path, "shop", &addr));
+    wait_ready(&c.api.http, &format!("http://{addr}")).await;
+    eventually(Duration::from_secs(5), "the circuit closes", || async {
+        (c.api.http.get(&url).send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(c.api.http.get(&url).send().await.unwrap().status(), 200, "closed: every request goes through");
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_a_live_configuration_pinned_to_a_replica_that_dies_resumes_on_the_other_through_the_gateway() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    async fn next(ws: &mut Ws) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("in time") {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+    async fn pick(ws: &mut Ws, option: &str) -> Option<Value> {
+        ws.send(Message::Text(serde_json::json!({"type": "pick", "option": option}).to_string().into())).await.ok()?;
+        next(ws).await
+    }
+
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 30;
+    let mut c = Cluster::start(cfg, &["identity", "configurator", "configurator", "gateway"]).await;
+    let ws_url = format!("{}/api/configure/ws", c.api.gw.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.expect("socket through the gateway");
+    let session = next(&mut ws).await.expect("the session")["session"].as_str().unwrap().to_owned();
+    assert_eq!(pick(&mut ws, "volt-s").await.expect("a reply")["picks"], serde_json::json!(["volt-s"]));
+
+    // The socket is pinned to one replica for its whole life: that one is killed.
+    let replicas = c.of("configurator");
+    let mut pinned = None;
+    for i in &replicas {
+        if c.served(*i, "/api/configure/ws").await > 0.0 {
+            assert!(pinned.replace(*i).is_none(), "one replica holds the socket");
+        }
+    }
+    let pinned = pinned.expect("a replica holds the socket");
+    c.kill(pinned).await;
+    assert!(pick(&mut ws, "pkg-sport").await.is_none(), "the socket ends with its replica");
+
+    // The client opens it again with its session: the gateway sends it to the live replica
+    // (the dead one refuses the connection and is ejected), which resumes from the cache.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?session={session}")).await.expect("socket again");
+    let state = next(&mut ws).await.expect("the resumed session");
+    assert_eq!((state["session"].as_str(), &state["picks"]), (Some(session.as_str()), &serde_json::json!(["volt-s"])), "{state}");
+    assert_eq!(pick(&mut ws, "pkg-sport").await.expect("a reply")["picks"], serde_json::json!(["volt-s", "pkg-sport"]));
+    let other = replicas.into_iter().find(|i| *i != pinned).unwrap();
+    assert!(c.served(other, "/api/configure/ws").await > 0.0, "the other replica took it");
+    c.stop().await;
+}
