@@ -6,8 +6,9 @@
 //! - **Passive health:** a replica that refused a connection, failed or timed out is ejected
 //!   for a while; **active health:** one whose `/ready` check fails is out until a check
 //!   passes. Either way it gets nothing while another replica is left.
-//! - **Circuit breaker, per service:** after `failures` failed requests in a row, whatever
-//!   the replica, the service gets no requests for `open_for` (callers answer at once instead
+//! - **Circuit breaker, per service:** after `failures` requests in a row that no replica
+//!   answered (the caller records them; one a retry on another replica saved is not one), the
+//!   service gets no requests for `open_for` (callers answer at once instead
 //!   of waiting on a service that is down); then one probe request goes through, and its
 //!   outcome closes the circuit or opens it again.
 
@@ -226,8 +227,12 @@ impl Balancer {
         let s = self.service(service);
         let c = &s.circuit;
         if answered {
-            c.failures.store(0, Ordering::Relaxed);
-            if c.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
+            // Reads first: on the common path (closed, no failures) nothing is written, so
+            // cores do not trade the cache line back and forth.
+            if c.failures.load(Ordering::Relaxed) != 0 {
+                c.failures.store(0, Ordering::Relaxed);
+            }
+            if c.open_until_ms.load(Ordering::Acquire) != 0 && c.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
                 c.probe_since_ms.store(0, Ordering::Release);
                 tracing::info!(service, "circuit closed");
             }

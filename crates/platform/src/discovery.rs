@@ -23,6 +23,11 @@ pub trait Registry: Send + Sync {
     /// The live addresses of `service`.
     async fn resolve(&self, service: &str) -> Result<Vec<String>, DiscoveryError>;
     async fn ping(&self) -> Result<(), DiscoveryError>;
+    /// How long others may still pick an instance after it deregistered (they resolve from a
+    /// cache).
+    fn propagation_delay(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The discovery handle; cloning shares it.
@@ -53,6 +58,13 @@ impl Discovery {
 
     pub async fn ping(&self) -> Result<(), DiscoveryError> {
         self.registry.ping().await
+    }
+
+    /// How long others may still route to an instance after it deregistered: a graceful
+    /// shutdown keeps serving this long before it closes its listener, so a request routed
+    /// meanwhile is neither refused nor reset in the listen queue.
+    pub fn propagation_delay(&self) -> Duration {
+        self.registry.propagation_delay()
     }
 
     /// Registers an instance and keeps it registered until `shutdown`, then removes it.
@@ -209,6 +221,11 @@ impl Registry for RedisRegistry {
         Ok(())
     }
 
+    fn propagation_delay(&self) -> Duration {
+        // A resolution cached just before the deregistration, and a margin.
+        RESOLVE_CACHE * 2
+    }
+
     async fn resolve(&self, service: &str) -> Result<Vec<String>, DiscoveryError> {
         if let Some((at, addrs)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service)
             && at.elapsed() < RESOLVE_CACHE
@@ -224,7 +241,11 @@ impl Registry for RedisRegistry {
         let mut addrs: Vec<String> = members.iter().filter_map(|m| m.split_once('|').map(|(_, a)| a.to_owned())).collect();
         addrs.sort();
         addrs.dedup();
-        self.cached.write().unwrap_or_else(|p| p.into_inner()).insert(service.to_owned(), (Instant::now(), addrs.clone()));
+        // "None yet" is not cached: the first replica of a peer that is starting is used as
+        // soon as it registers.
+        if !addrs.is_empty() {
+            self.cached.write().unwrap_or_else(|p| p.into_inner()).insert(service.to_owned(), (Instant::now(), addrs.clone()));
+        }
         Ok(addrs)
     }
 

@@ -189,12 +189,14 @@ impl Peers {
                 }
                 Err(s) => s,
             };
-            self.balancer.record(service, false);
             self.balancer.eject(&addr);
             tracing::warn!(peer = service, replica = %addr, attempt, code = ?status.code(), message = status.message(), "peer call failed");
             let may_repeat = retry == Retry::Safe || never_sent(&status);
             let pause = backoff(attempt);
             if !may_repeat || attempt >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
+                // Only a call no replica could answer counts toward the circuit: one a retry
+                // saved shows the peer is up.
+                self.balancer.record(service, false);
                 return Err(status);
             }
             tried.push(addr);

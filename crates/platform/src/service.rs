@@ -214,14 +214,17 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
 
     let advertised = advertise(addr, infra);
     let registration = shared.discovery.announce(name, &advertised, shutdown.clone()).await?;
+    let propagation = shared.discovery.propagation_delay();
     let drain = infra.http.shutdown_timeout();
     let server_stop = CancellationToken::new();
     let stop = server_stop.clone();
     let handle = tokio::spawn(async move {
         let serving = tokio::spawn(crate::http::serve(listener, router, front, stop.clone(), drain));
         shutdown.cancelled().await;
-        // Leave discovery first, so no new traffic is routed here while in-flight work drains.
+        // Leave discovery first, and keep serving until no one can still be routing here from
+        // a cached resolution; then stop accepting and let in-flight work drain.
         registration.withdraw().await;
+        tokio::time::sleep(propagation).await;
         stop.cancel();
         let _ = serving.await;
         if let Some(db) = db {

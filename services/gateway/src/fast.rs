@@ -636,11 +636,11 @@ async fn exchange(
                         out = request_for(&addr);
                         continue;
                     }
-                    return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
+                    return Err(Failure::Answer(gw.gave_up(rule.service, Code::PeerUnavailable)));
                 }
                 Err(_) => {
                     gw.failed(rule.service, &addr, "timeout");
-                    return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
+                    return Err(Failure::Answer(gw.gave_up(rule.service, Code::PeerTimeout)));
                 }
             }
         }
@@ -673,12 +673,12 @@ async fn exchange(
                     out = request_for(&addr);
                     continue;
                 }
-                return Err(Failure::Answer(Problem::new(Code::PeerUnavailable)));
+                return Err(Failure::Answer(gw.gave_up(rule.service, Code::PeerUnavailable)));
             }
             Err(_) => {
                 *upstream = None;
                 gw.failed(rule.service, &addr, "timeout");
-                return Err(Failure::Answer(Problem::new(Code::PeerTimeout)));
+                return Err(Failure::Answer(gw.gave_up(rule.service, Code::PeerTimeout)));
             }
         }
     };

@@ -103,11 +103,17 @@ impl Gateway {
     }
 
     /// A request `addr` failed at the transport (refused, broken, timed out): the replica is
-    /// ejected for a while and the failure counts toward the service's circuit.
+    /// ejected for a while.
     pub(crate) fn failed(&self, service: &str, addr: &str, kind: &str) {
         self.upstream_error(service, kind);
         self.balancer.eject(addr);
+    }
+
+    /// No replica of `service` answered the request: that failure counts toward the
+    /// service's circuit (one a retry on another replica saved does not). The answer.
+    pub(crate) fn gave_up(&self, service: &str, code: Code) -> Problem {
         self.balancer.record(service, false);
+        Problem::new(code)
     }
 
     /// Checks every routed service's replicas' `/ready` until `shutdown`, and forgets the
@@ -407,15 +413,15 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     match tokio::time::timeout(timeout, gw.client.request(req)).await {
         Err(_) => {
             gw.failed(service, addr, "timeout");
-            Problem::new(Code::PeerTimeout).into_response()
+            gw.gave_up(service, Code::PeerTimeout).into_response()
         }
         Ok(Err(e)) => {
+            tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
             if e.is_connect() {
                 gw.failed(service, addr, "unavailable");
-            } else {
-                gw.upstream_error(service, "unavailable");
+                return gw.gave_up(service, Code::PeerUnavailable).into_response();
             }
-            tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
+            gw.upstream_error(service, "unavailable");
             Problem::new(Code::PeerUnavailable).into_response()
         }
         Ok(Ok(resp)) => {
@@ -446,7 +452,7 @@ async fn tunnel(gw: &Gateway, service: &str, addrs: &[String], first: &str, mut 
         match tokio::time::timeout(Duration::from_millis(gw.cfg.upstream_timeout_ms), gw.client.request(up)).await {
             Err(_) => {
                 gw.failed(service, &addr, "timeout");
-                return Problem::new(Code::PeerTimeout).into_response();
+                return gw.gave_up(service, Code::PeerTimeout).into_response();
             }
             Ok(Err(e)) if e.is_connect() => {
                 gw.failed(service, &addr, "unavailable");
@@ -456,7 +462,7 @@ async fn tunnel(gw: &Gateway, service: &str, addrs: &[String], first: &str, mut 
                     addr = gw.balancer.pick(service, addrs, &failed).to_owned();
                     continue;
                 }
-                return Problem::new(Code::PeerUnavailable).into_response();
+                return gw.gave_up(service, Code::PeerUnavailable).into_response();
             }
             Ok(Err(e)) => {
                 gw.upstream_error(service, "unavailable");

@@ -67,6 +67,15 @@ impl Cluster {
     }
 }
 
+/// A 2xx answer, or what went wrong with `what`.
+async fn outcome(what: &str, sent: reqwest::Result<reqwest::Response>) -> Result<(), String> {
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("{what}: {} {}", r.status(), r.text().await.unwrap_or_default())),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
 /// A product with plenty of stock, and an admin token.
 async fn stocked_product(api: &Edge) -> (String, String) {
     let admin = api.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -253,5 +262,65 @@ async fn infra_a_live_configuration_pinned_to_a_replica_that_dies_resumes_on_the
     assert_eq!(pick(&mut ws, "pkg-sport").await.expect("a reply")["picks"], serde_json::json!(["volt-s", "pkg-sport"]));
     let other = replicas.into_iter().find(|i| *i != pinned).unwrap();
     assert!(c.served(other, "/api/configure/ws").await > 0.0, "the other replica took it");
+    c.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_a_shop_replica_stopped_gracefully_under_load_loses_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut cfg = test_config(Backend::Infra);
+    cfg.discovery.ttl_secs = 30;
+    let mut c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "shop", "gateway"]).await;
+    let (admin, code) = stocked_product(&c.api).await;
+    let tokens = c.api.customers("drain", 4).await;
+    let [stopped, other]: [usize; 2] = c.of("shop").try_into().unwrap();
+
+    // Eight readers search the catalog and four shoppers add a part and take it out again, on
+    // keep-alive connections, for three seconds; one second in, one shop replica gets SIGTERM.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (http, url, stop) = (client(), format!("{}/api/shop/products?q=brake&limit=5", c.api.gw), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                outcomes.push(outcome("search", http.get(&url).send().await).await);
+            }
+            outcomes
+        }));
+    }
+    for token in tokens {
+        let (api, code, stop) = (Edge { http: client(), gw: c.api.gw.clone() }, code.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                outcomes.push(outcome("add", Ok(api.add(&token, &code, 1).await)).await);
+                let removed = api.send(reqwest::Method::DELETE, &format!("/api/cart/items/{code}"), Some(&token), None).await;
+                outcomes.push(outcome("remove", Ok(removed)).await);
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served_before = c.served(stopped, "/api/shop/products").await;
+    assert!(served_before > 0.0, "both replicas served before the stop");
+    c.signal(stopped, "-TERM");
+    let exited = tokio::time::timeout(Duration::from_secs(15), c.children[stopped].0.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(exited.success(), "a graceful exit: {exited}");
+    let other_at_stop = c.served(other, "/api/shop/products").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for w in workers {
+        outcomes.extend(w.await.unwrap());
+    }
+    let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(outcomes.len() > 100, "the load went on: {}", outcomes.len());
+    assert!(failed.is_empty(), "no request lost: {} of {} failed ({:?})", failed.len(), outcomes.len(), &failed[..failed.len().min(10)]);
+    assert!(c.served(other, "/api/shop/products").await > other_at_stop, "the other replica took the load");
+    c.api.wait_held(&admin, &code, 0).await;
     c.stop().await;
 }

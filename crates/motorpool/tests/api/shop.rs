@@ -41,8 +41,10 @@ impl Edge {
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Value {
         let r = self.send(Method::GET, path, token, None).await;
-        assert_eq!(r.status(), 200, "GET {path}");
-        r.json().await.expect("json")
+        let status = r.status();
+        let body = r.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json")
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
