@@ -59,13 +59,29 @@ impl Browser {
     }
 
     pub async fn click(&self, id: &str) {
-        let el =
-            self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}"));
-        // The driver scrolls only elements out of the viewport, and the sticky navigation bar can
-        // cover one that is in it: centre it first.
-        let arg = serde_json::to_value(&el).unwrap();
-        self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await.unwrap();
-        el.click().await.unwrap();
+        // A page that re-renders (a live update) can replace the element between finding and
+        // clicking it: then the new one is clicked, as a person would.
+        for attempt in 1.. {
+            let el = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Id(id))
+                .await
+                .unwrap_or_else(|e| panic!("#{id}: {e}"));
+            // The driver scrolls only elements out of the viewport, and the sticky navigation bar
+            // can cover one that is in it: centre it first.
+            let arg = serde_json::to_value(&el).unwrap();
+            let clicked = match self.client.execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg]).await {
+                Ok(_) => el.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if attempt < 5 && is_stale(&e) => continue,
+                Err(e) => panic!("click #{id}: {e}"),
+            }
+        }
     }
 
     /// Waits until element `id` shows `expected` (bounded).
@@ -530,4 +546,9 @@ async fn browser_order_a_configured_car_and_track_it() {
     app.assert_inventory_consistent(&admin).await;
     browser.close().await;
     app.cleanup().await;
+}
+
+/// The element was replaced by a re-render after it was found.
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(e, fantoccini::error::CmdError::Standard(w) if w.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
