@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use motorpool_platform::clock::Clock;
-use motorpool_platform::db::{Db, Tx};
+use motorpool_platform::db::{Db, Tx, is_unique_violation};
 
 use motorpool_platform::events::Outbox;
 use motorpool_platform::grpc::{Peers, Retry};
@@ -38,6 +38,8 @@ pub enum FactoryError {
     PeerUnavailable(&'static str),
     #[error("{0} did not answer in time")]
     PeerTimeout(&'static str),
+    #[error("the idempotency key placed an order of another configuration")]
+    KeyReused,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     /// An injected crash (`factory.crash_after`): the step's effect happened, its record did not.
@@ -121,8 +123,15 @@ impl Factory {
     }
 
     /// Places an order for `user_id` of saved configuration `config_id` and runs the saga as
-    /// far as it goes now. A configuration another user saved is not found.
-    pub async fn place(&self, user_id: &str, config_id: &str) -> Result<OrderRow, FactoryError> {
+    /// far as it goes now. A configuration another user saved is not found. With an
+    /// idempotency key, the order an earlier request with the key placed is returned instead
+    /// (as it stands now: recovery finishes its saga), so a retry never places a second one.
+    pub async fn place(&self, user_id: &str, config_id: &str, key: Option<&str>) -> Result<OrderRow, FactoryError> {
+        if let Some(key) = key
+            && let Some(id) = store::order_for_key(&self.db, user_id, key).await?
+        {
+            return self.keyed(&id, config_id).await;
+        }
         let config = self
             .peers
             .call("configurator", Retry::Safe, GetConfigurationRequest { config_id: config_id.to_owned() }, |ch, r| async move {
@@ -167,6 +176,18 @@ impl Factory {
         };
         let mut tx = self.db.begin_write().await?;
         store::insert_order(&mut tx, &order).await?;
+        if let Some(key) = key {
+            match store::insert_order_key(&mut tx, user_id, key, &order.id).await {
+                Ok(()) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    // A request with the same key placed its order meanwhile: that one stands.
+                    drop(tx);
+                    let id = store::order_for_key(&self.db, user_id, key).await?.ok_or(FactoryError::Db(e))?;
+                    return self.keyed(&id, config_id).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         store::add_timeline(&mut tx, &order.id, Status::Placed.code(), now, None).await?;
         self.outbox.add(&mut tx, events::ORDER_PLACED, &order.id, &data).await?;
         tx.commit().await?;
@@ -276,6 +297,16 @@ impl Factory {
             }
             order = next;
         }
+    }
+
+    /// The order an earlier request with the same key placed; the key used for another
+    /// configuration is refused.
+    async fn keyed(&self, id: &str, config_id: &str) -> Result<OrderRow, FactoryError> {
+        let order = self.reload(id).await?;
+        if order.config_id != config_id {
+            return Err(FactoryError::KeyReused);
+        }
+        Ok(order)
     }
 
     async fn reload(&self, id: &str) -> Result<OrderRow, FactoryError> {

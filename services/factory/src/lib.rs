@@ -24,8 +24,14 @@ pub use config::FactoryConfig;
 pub const NAME: &str = "factory";
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[("0001_factory.sql", include_str!("../migrations/sqlite/0001_factory.sql"))],
-    postgres: &[("0001_factory.sql", include_str!("../migrations/postgres/0001_factory.sql"))],
+    sqlite: &[
+        ("0001_factory.sql", include_str!("../migrations/sqlite/0001_factory.sql")),
+        ("0002_order_keys.sql", include_str!("../migrations/sqlite/0002_order_keys.sql")),
+    ],
+    postgres: &[
+        ("0001_factory.sql", include_str!("../migrations/postgres/0001_factory.sql")),
+        ("0002_order_keys.sql", include_str!("../migrations/postgres/0002_order_keys.sql")),
+    ],
 };
 
 pub struct FactoryService {

@@ -58,6 +58,7 @@ impl From<FactoryError> for Problem {
             FactoryError::PeerTimeout(peer) => {
                 Problem::new(Code::PeerTimeout).detail(format!("{peer} did not answer in time; a placed order finishes in the background"))
             }
+            FactoryError::KeyReused => Problem::new(Code::IdempotencyKeyReused),
             FactoryError::Db(e) => Problem::internal(e),
             FactoryError::Crashed(step) => Problem::new(Code::ServiceUnavailable)
                 .detail(format!("interrupted after the {step} step; recovery finishes the order"))
@@ -174,10 +175,11 @@ async fn place_order(
             return Ok(stored.into_response());
         }
     }
-    let order = match s.factory.place(&req.user_id, &req.config_id).await {
+    let order = match s.factory.place(&req.user_id, &req.config_id, key.as_deref()).await {
         Ok(order) => order,
         Err(e) => {
-            // Nothing was placed: the key is free for a retry.
+            // Whether or not an order was placed (an error can follow the commit), the key is
+            // free for a retry: the retry finds the order the key made, if any.
             if let Some(key) = &key {
                 idempotency::abandon(&s.factory.db, &scope, key).await;
             }

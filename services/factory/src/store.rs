@@ -93,6 +93,27 @@ pub async fn add_timeline(tx: &mut Tx, order_id: &str, status: &str, at: i64, no
     Ok(())
 }
 
+/// The order a placing request with this key made, if any.
+pub async fn order_for_key(db: &Db, user_id: &str, key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT order_id FROM order_keys WHERE user_id = $1 AND idempotency_key = $2")
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// Records which order a placing request's key made (a unique violation: another request
+/// with the key placed one first).
+pub async fn insert_order_key(tx: &mut Tx, user_id: &str, key: &str, order_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO order_keys (user_id, idempotency_key, order_id) VALUES ($1, $2, $3)")
+        .bind(user_id)
+        .bind(key)
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn find_order(db: &Db, id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))).bind(id).fetch_optional(db.pool()).await
 }

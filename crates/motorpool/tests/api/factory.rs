@@ -336,6 +336,19 @@ async fn an_order_retried_with_its_idempotency_key_is_placed_and_charged_once() 
         .unwrap();
     assert_problem(r, 422, "idempotency_key_reused").await;
     assert_eq!(holds_of(&app, &admin, first["orderId"].as_str().unwrap()).await, skus.len());
+
+    // The first request's answer is lost and its record with it (its handler dropped with a
+    // timed-out connection, or an error after the commit, frees the key): a retry with the
+    // key finds the order the key placed and places nothing again.
+    let db = motorpool_platform::db::Db::connect("factory", &app.tp.cfg.infra()).await.unwrap();
+    let forgotten = sqlx::query("DELETE FROM idempotency_keys WHERE key = 'car-1'").execute(db.pool()).await.unwrap();
+    assert_eq!(forgotten.rows_affected(), 1);
+    let retried = place("car-1").await.unwrap();
+    assert_eq!(retried.status(), 201);
+    assert_eq!(retried.json::<Value>().await.unwrap()["orderId"], first["orderId"], "the order the key placed");
+    assert_eq!(app.available(&token).await, "4175.00", "still one deposit");
+    let orders: Value = app.get_auth("/api/factory/orders", &token).await.json().await.unwrap();
+    assert_eq!(orders.as_array().unwrap().len(), 1, "still one order");
     app.cleanup().await;
 }
 
