@@ -205,10 +205,73 @@ pub struct RedisCache {
     conn: redis::aio::ConnectionManager,
     incr: redis::Script,
     bucket: redis::Script,
+    outage: Outage,
 }
 
 fn rerr(e: redis::RedisError) -> CacheError {
     CacheError(e.to_string())
+}
+
+/// How long a Redis command may take, and a connection attempt.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Redis connections that give up quickly: one reconnection attempt per command, not the
+/// client's default six with growing pauses (about 6 s, which a command waited out whole
+/// during an outage); [`Outage`] does the backing off instead.
+pub(crate) fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(100))
+}
+/// After Redis failed a command, how long other commands fail at once (one probe per period).
+const OUTAGE_BACKOFF_MS: u64 = 1_000;
+
+/// Fails Redis commands fast while Redis is unreachable, so an outage costs callers an error
+/// (which they treat as a miss, or let the request through) instead of a timeout each: after
+/// a connection failure or a timeout, commands are refused at once for a second, then one
+/// probe command goes to Redis and its outcome ends the outage or extends it.
+#[derive(Default)]
+pub(crate) struct Outage {
+    /// Until when commands are refused (ms since `EPOCH`; 0: Redis is up).
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+
+fn epoch_ms() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Outage {
+    pub(crate) async fn guard<T>(&self, command: impl Future<Output = Result<T, redis::RedisError>>) -> Result<T, CacheError> {
+        use std::sync::atomic::Ordering;
+        let until = self.until_ms.load(Ordering::Acquire);
+        if until != 0 {
+            let now = epoch_ms();
+            // Refused while the back-off runs; after it, only the caller that moves it on probes.
+            if now < until || self.until_ms.compare_exchange(until, now + OUTAGE_BACKOFF_MS, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                return Err(CacheError("redis is unavailable (backing off)".into()));
+            }
+        }
+        match command.await {
+            Ok(v) => {
+                if until != 0 {
+                    self.until_ms.store(0, Ordering::Release);
+                    tracing::info!("redis is reachable again");
+                }
+                Ok(v)
+            }
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                if self.until_ms.swap(epoch_ms() + OUTAGE_BACKOFF_MS, Ordering::AcqRel) == 0 {
+                    tracing::warn!(error = %e, "redis is unreachable; failing its commands fast");
+                }
+                Err(rerr(e))
+            }
+            Err(e) => Err(rerr(e)),
+        }
+    }
 }
 
 const INCR_SCRIPT: &str = r"
@@ -234,18 +297,15 @@ return retry";
 impl RedisCache {
     pub async fn connect(url: &str) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(rerr)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let conn = client.get_connection_manager_with_config(config).await.map_err(rerr)?;
-        Ok(Self { conn, incr: redis::Script::new(INCR_SCRIPT), bucket: redis::Script::new(BUCKET_SCRIPT) })
+        let conn = client.get_connection_manager_with_config(redis_config()).await.map_err(rerr)?;
+        Ok(Self { conn, incr: redis::Script::new(INCR_SCRIPT), bucket: redis::Script::new(BUCKET_SCRIPT), outage: Outage::default() })
     }
 }
 
 #[async_trait]
 impl CacheStore for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        redis::cmd("GET").arg(key).query_async(&mut self.conn.clone()).await.map_err(rerr)
+        self.outage.guard(redis::cmd("GET").arg(key).query_async(&mut self.conn.clone())).await
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
         let mut cmd = redis::cmd("SET");
@@ -253,23 +313,24 @@ impl CacheStore for RedisCache {
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
         }
-        cmd.query_async::<()>(&mut self.conn.clone()).await.map_err(rerr)
+        self.outage.guard(cmd.query_async::<()>(&mut self.conn.clone())).await
     }
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn.clone()).await.map_err(rerr)
+        self.outage.guard(redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn.clone())).await
     }
     async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError> {
-        self.incr.key(key).arg(ttl.as_millis() as u64).invoke_async(&mut self.conn.clone()).await.map_err(rerr)
+        self.outage.guard(self.incr.key(key).arg(ttl.as_millis() as u64).invoke_async(&mut self.conn.clone())).await
     }
     async fn counter(&self, key: &str) -> Result<i64, CacheError> {
-        let v: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut self.conn.clone()).await.map_err(rerr)?;
+        let v: Option<i64> = self.outage.guard(redis::cmd("GET").arg(key).query_async(&mut self.conn.clone())).await?;
         Ok(v.unwrap_or(0))
     }
     async fn take_token(&self, key: &str, rate: f64, burst: u32) -> Result<RateDecision, CacheError> {
-        let retry: u64 = self.bucket.key(key).arg(rate).arg(burst.max(1)).invoke_async(&mut self.conn.clone()).await.map_err(rerr)?;
+        let retry: u64 = self.outage.guard(self.bucket.key(key).arg(rate).arg(burst.max(1)).invoke_async(&mut self.conn.clone())).await?;
         Ok(if retry == 0 { RateDecision::Allowed } else { RateDecision::Limited { retry_after_ms: retry } })
     }
     async fn ping(&self) -> Result<(), CacheError> {
+        // Always asks Redis: readiness must see it come back.
         redis::cmd("PING").query_async::<()>(&mut self.conn.clone()).await.map_err(rerr)
     }
 }

@@ -168,6 +168,7 @@ pub struct RedisRegistry {
     conn: redis::aio::ConnectionManager,
     namespace: String,
     cached: RwLock<HashMap<String, (Instant, Vec<String>)>>,
+    outage: crate::cache::Outage,
 }
 
 const RESOLVE_CACHE: Duration = Duration::from_millis(500);
@@ -183,11 +184,8 @@ fn now_ms() -> i64 {
 impl RedisRegistry {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, DiscoveryError> {
         let client = redis::Client::open(url).map_err(derr)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let conn = client.get_connection_manager_with_config(config).await.map_err(derr)?;
-        Ok(Self { conn, namespace: namespace.to_owned(), cached: RwLock::default() })
+        let conn = client.get_connection_manager_with_config(crate::cache::redis_config()).await.map_err(derr)?;
+        Ok(Self { conn, namespace: namespace.to_owned(), cached: RwLock::default(), outage: Default::default() })
     }
 
     fn key(&self, service: &str) -> String {
@@ -235,9 +233,20 @@ impl Registry for RedisRegistry {
         let now = now_ms();
         let key = self.key(service);
         let mut conn = self.conn.clone();
-        // Expired members are pruned on the way, so a crashed process leaves no trace.
-        redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).query_async::<()>(&mut conn).await.map_err(derr)?;
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE").arg(&key).arg(now).arg("+inf").query_async(&mut conn).await.map_err(derr)?;
+        let members = self.outage.guard(async {
+            // Expired members are pruned on the way, so a crashed process leaves no trace.
+            redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).query_async::<()>(&mut conn).await?;
+            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(now).arg("+inf").query_async::<Vec<String>>(&mut conn).await
+        });
+        let members = match members.await {
+            Ok(m) => m,
+            // Redis is away: the last addresses seen are the best guess (the balancer's health
+            // checks and ejection deal with any that died meanwhile).
+            Err(e) => match self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service) {
+                Some((_, addrs)) => return Ok(addrs.clone()),
+                None => return Err(DiscoveryError(e.to_string())),
+            },
+        };
         let mut addrs: Vec<String> = members.iter().filter_map(|m| m.split_once('|').map(|(_, a)| a.to_owned())).collect();
         addrs.sort();
         addrs.dedup();

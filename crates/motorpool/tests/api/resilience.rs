@@ -25,7 +25,6 @@ impl Cluster {
     async fn start(mut cfg: Config, services: &[&'static str]) -> Self {
         cfg.identity.bootstrap_admin_email = Some(ADMIN_EMAIL.into());
         cfg.identity.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
-        cfg.gateway.rate_limit_enabled = false;
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let path = cfg.data_dir.join("motorpool.toml");
         // Written unmasked: identity needs the admin's password.
@@ -67,6 +66,14 @@ impl Cluster {
     }
 }
 
+/// The infra test configuration, without the gateway's rate limit (these tests send many
+/// requests from one address).
+fn infra_config() -> Config {
+    let mut cfg = test_config(Backend::Infra);
+    cfg.gateway.rate_limit_enabled = false;
+    cfg
+}
+
 /// A 2xx answer, or what went wrong with `what`.
 async fn outcome(what: &str, sent: reqwest::Result<reqwest::Response>) -> Result<(), String> {
     match sent {
@@ -87,7 +94,7 @@ async fn stocked_product(api: &Edge) -> (String, String) {
 #[tokio::test]
 #[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
 async fn infra_an_inventory_replica_killed_costs_the_shop_nothing_its_calls_go_to_the_other() {
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     // Long enough that discovery lists the dead replica for the whole test.
     cfg.discovery.ttl_secs = 30;
     let mut c = Cluster::start(cfg, &["identity", "payments", "inventory", "inventory", "shop", "gateway"]).await;
@@ -114,7 +121,7 @@ async fn infra_an_inventory_replica_killed_costs_the_shop_nothing_its_calls_go_t
 #[tokio::test]
 #[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
 async fn infra_a_hanging_inventory_costs_a_cart_request_the_gateways_deadline_and_a_504_that_names_it() {
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     cfg.discovery.ttl_secs = 30;
     cfg.gateway.upstream_timeout_ms = 2_000;
     // Without active checks or ejection in the way, the hanging replica is called.
@@ -142,7 +149,7 @@ async fn infra_a_hanging_inventory_costs_a_cart_request_the_gateways_deadline_an
 #[tokio::test]
 #[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
 async fn infra_a_paused_replica_fails_its_ready_checks_and_gets_no_requests_until_it_resumes() {
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     cfg.discovery.ttl_secs = 30;
     cfg.gateway.ready_check_ms = 300;
     let c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "shop", "gateway"]).await;
@@ -180,7 +187,7 @@ async fn infra_a_paused_replica_fails_its_ready_checks_and_gets_no_requests_unti
 #[tokio::test]
 #[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
 async fn infra_with_every_shop_replica_down_the_gateway_opens_the_circuit_and_a_probe_closes_it_when_one_is_back() {
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     cfg.discovery.ttl_secs = 30;
     cfg.gateway.ready_check_ms = 0;
     cfg.gateway.breaker_failures = 3;
@@ -234,7 +241,7 @@ async fn infra_a_live_configuration_pinned_to_a_replica_that_dies_resumes_on_the
         next(ws).await
     }
 
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     cfg.discovery.ttl_secs = 30;
     let mut c = Cluster::start(cfg, &["identity", "configurator", "configurator", "gateway"]).await;
     let ws_url = format!("{}/api/configure/ws", c.api.gw.replacen("http", "ws", 1));
@@ -271,7 +278,7 @@ async fn infra_a_shop_replica_stopped_gracefully_under_load_loses_no_request() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let mut cfg = test_config(Backend::Infra);
+    let mut cfg = infra_config();
     cfg.discovery.ttl_secs = 30;
     let mut c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "shop", "gateway"]).await;
     let (admin, code) = stocked_product(&c.api).await;
@@ -322,5 +329,93 @@ async fn infra_a_shop_replica_stopped_gracefully_under_load_loses_no_request() {
     assert!(failed.is_empty(), "no request lost: {} of {} failed ({:?})", failed.len(), outcomes.len(), &failed[..failed.len().min(10)]);
     assert!(c.served(other, "/api/shop/products").await > other_at_stop, "the other replica took the load");
     c.api.wait_held(&admin, &code, 0).await;
+    c.stop().await;
+}
+
+/// A private `redis-server` on a free port (so cutting it disturbs no other test), stopped
+/// when dropped.
+struct PrivateRedis {
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian: redis-server)");
+        // Dropped (killed and reaped) if it never comes up.
+        let redis = Self { child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {port} did not start");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_with_redis_cut_requests_go_on_quickly_from_the_last_known_replicas_and_registrations_return_with_it() {
+    let port: u16 = free_addr().rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut redis = PrivateRedis::start_on(port);
+    let mut cfg = infra_config();
+    cfg.cache.redis_url = format!("redis://127.0.0.1:{port}");
+    cfg.discovery.ttl_secs = 3;
+    // The rate limiter keeps its buckets in Redis: on, with room for the test's requests.
+    cfg.gateway.rate_limit_enabled = true;
+    cfg.gateway.rate_limit_per_sec = 1_000.0;
+    cfg.gateway.rate_limit_burst = 1_000;
+    let c = Cluster::start(cfg, &["identity", "payments", "inventory", "shop", "gateway"]).await;
+    let (admin, code) = stocked_product(&c.api).await;
+    let token = c.api.customer("redisless").await;
+    // Warm, as a running platform is: the shop has verified a token and found inventory.
+    assert_eq!(c.api.add(&token, &code, 1).await.status(), 201);
+
+    redis.stop();
+    // Reads and cart changes go on: discovery answers from the last addresses it saw, the rate
+    // limiter and the caches fail open, and none of them waits on Redis for each request.
+    let quick = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let url = format!("{}/api/shop/products?q=brake&limit=5", c.api.gw);
+    let started = Instant::now();
+    for i in 0..20 {
+        let r = quick.get(&url).send().await.unwrap_or_else(|e| panic!("read {i} during the outage: {e}"));
+        assert_eq!(r.status(), 200, "read {i} during the outage");
+        let r = quick
+            .post(format!("{}/api/cart/items", c.api.gw))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"productCode": code, "quantity": 1}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("add {i} during the outage: {e}"));
+        let status = r.status();
+        assert!(status.is_success(), "add {i} during the outage: {status} {}", r.text().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "forty requests and two seconds of pauses took {took:?}");
+
+    // Redis comes back (empty): every process registers again with its next heartbeat.
+    let _redis = PrivateRedis::start_on(port);
+    eventually(Duration::from_secs(10), "the gateway finds shop again through Redis", || async {
+        let stock = c.api.send(reqwest::Method::GET, &format!("/api/inventory/stock/{code}"), Some(&admin), None).await;
+        let held = if stock.status() == 200 { stock.json::<Value>().await.unwrap()["held"].as_i64() } else { None };
+        (quick.get(&url).send().await.is_ok_and(|r| r.status() == 200) && held == Some(21)).then_some(())
+    })
+    .await;
     c.stop().await;
 }
