@@ -223,7 +223,7 @@ impl Factory {
 
     /// [`Self::save`] inside the caller's transaction (the caller commits and wakes the outbox).
     async fn save_in(&self, tx: &mut Tx, current: &OrderRow, next: &OrderRow, note: Option<&str>) -> Result<bool, FactoryError> {
-        if !store::update_order(tx, next, &current.step, &current.status).await? {
+        if !store::update_order(tx, next, current).await? {
             return Ok(false);
         }
         if next.status != current.status {
@@ -463,19 +463,23 @@ impl Factory {
     /// Cancels an order before production: marked cancelled first (so the scheduler cannot
     /// start it meanwhile), then holds released, deposit refunded, slot freed. `None` when it
     /// is past cancelling.
-    pub async fn cancel(&self, order: OrderRow) -> Result<Option<OrderRow>, FactoryError> {
-        let status = Status::parse(&order.status);
-        if !status.is_some_and(Status::is_cancellable) || !matches!(order.step.as_str(), "done" | "await_parts") {
-            return Ok(None);
-        }
-        let mut next = order.clone();
-        next.status = Status::Cancelled.code().into();
-        next.step = "compensate".into();
-        next.next_at = None;
-        next.updated_at = self.clock.now_ms();
-        if !self.save(&order, &next, Some("cancelled by the buyer; the deposit is refunded")).await? {
-            return Ok(None);
-        }
+    pub async fn cancel(&self, mut order: OrderRow) -> Result<Option<OrderRow>, FactoryError> {
+        let next = loop {
+            let status = Status::parse(&order.status);
+            if !status.is_some_and(Status::is_cancellable) || !matches!(order.step.as_str(), "done" | "await_parts") {
+                return Ok(None);
+            }
+            let mut next = order.clone();
+            next.status = Status::Cancelled.code().into();
+            next.step = "compensate".into();
+            next.next_at = None;
+            next.updated_at = self.clock.now_ms().max(order.updated_at + 1);
+            if self.save(&order, &next, Some("cancelled by the buyer; the deposit is refunded")).await? {
+                break next;
+            }
+            // The scheduler wrote first (a renewal, the start of production): look again.
+            order = self.reload(&order.id).await?;
+        };
         if let (Some(plant), Some(day)) = (&order.plant, order.production_day) {
             let mut tx = self.db.begin_write().await?;
             store::free_slot(&mut tx, plant, day).await?;
@@ -502,6 +506,15 @@ impl Factory {
 
     async fn step_on_plan(&self, order: OrderRow, now: i64) -> Result<bool, FactoryError> {
         let Some(status) = Status::parse(&order.status) else { return Ok(false) };
+        // Taken first, so of several schedulers (replicas) exactly one works on the order this
+        // round: the write moves `updated_at` on, and every later write is conditional on it.
+        let mut taken = order.clone();
+        taken.updated_at = now.max(order.updated_at + 1);
+        if !self.save(&order, &taken, None).await? {
+            return Ok(false);
+        }
+        let order = taken;
+        let now = order.updated_at;
         if status == Status::AwaitingParts {
             let mut next = order.clone();
             next.updated_at = now;
@@ -527,16 +540,29 @@ impl Factory {
         }
         let (Some(day), Some((stage, offset))) = (order.production_day, status.next_on_plan()) else { return Ok(false) };
         let start = day * DAY_MS;
-        let mut next = order.clone();
-        next.updated_at = now;
         let starting = stage == Status::InProduction && now >= start + offset;
+        // Production starts: marked first (step "starting"), so a cancellation can no longer
+        // win once the parts are used; a crash after the mark resumes here on the next tick.
+        let order = if starting && order.step != "starting" {
+            let mut mark = order.clone();
+            mark.step = "starting".into();
+            mark.updated_at = now + 1;
+            if !self.save(&order, &mark, None).await? {
+                return Ok(false);
+            }
+            mark
+        } else {
+            order
+        };
+        let mut next = order.clone();
+        next.updated_at = order.updated_at;
         // Until production starts the holds are kept alive.
         if order.holds.is_some() && !starting && !self.keep_holds(&order, &mut next).await? {
             return self.wait_for_parts_again(&order, next, day).await;
         }
         if now < start + offset {
             next.next_at = Some(self.renewal_or_start(now, day));
-            self.save(&order, &next, None).await?;
+            self.save_or_give_back(&order, &next).await?;
             return Ok(false);
         }
         if starting {
@@ -554,15 +580,31 @@ impl Factory {
                 }
                 // Recorded first, used on the next tick: a crash in between cannot use them twice.
                 next.next_at = Some(now);
-                self.save(&order, &next, None).await?;
+                self.save_or_give_back(&order, &next).await?;
                 return Ok(false);
             }
             self.crash_point("commit")?;
             next.holds = None;
+            next.step = "done".into();
         }
         next.status = stage.code().into();
         next.next_at = stage.next_on_plan().map(|(_, o)| start + o);
-        self.save(&order, &next, None).await
+        self.save_or_give_back(&order, &next).await
+    }
+
+    /// Saves `next` over `order`; when another writer came first (a cancellation), gives back
+    /// the holds this attempt made that it never recorded.
+    async fn save_or_give_back(&self, order: &OrderRow, next: &OrderRow) -> Result<bool, FactoryError> {
+        if self.save(order, next, None).await? {
+            return Ok(true);
+        }
+        let known = hold_ids(order)?;
+        let made: Vec<String> = hold_ids(next)?.into_iter().filter(|h| !known.contains(h)).collect();
+        if !made.is_empty() {
+            let release = inv::ReleaseRequest { hold_ids: made, owner: owner(&order.id) };
+            self.inventory(Retry::Safe, release, |mut c, r| async move { c.release(r).await }).await?;
+        }
+        Ok(false)
     }
 
     /// Resumes placing sagas a crash or an outage stopped part way.

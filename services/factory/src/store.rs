@@ -56,10 +56,12 @@ pub async fn insert_order(tx: &mut Tx, o: &OrderRow) -> Result<(), sqlx::Error> 
 
 /// Writes the order's mutable fields, if it is still at `expected_step` (a concurrent
 /// scheduler tick or recovery that moved it first wins). Whether it was written.
-pub async fn update_order(tx: &mut Tx, o: &OrderRow, expected_step: &str, expected_status: &str) -> Result<bool, sqlx::Error> {
+/// Writes `o` over the order as the caller read it (`expected`: its step, status and
+/// `updated_at`, which every write moves on); false when another writer came first.
+pub async fn update_order(tx: &mut Tx, o: &OrderRow, expected: &OrderRow) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "UPDATE orders SET holds = $1, charge_id = $2, status = $3, step = $4, plant = $5, production_day = $6, next_at = $7, \
-         failure = $8, updated_at = $9 WHERE id = $10 AND step = $11 AND status = $12",
+         failure = $8, updated_at = $9 WHERE id = $10 AND step = $11 AND status = $12 AND updated_at = $13",
     )
     .bind(&o.holds)
     .bind(&o.charge_id)
@@ -71,8 +73,9 @@ pub async fn update_order(tx: &mut Tx, o: &OrderRow, expected_step: &str, expect
     .bind(&o.failure)
     .bind(o.updated_at)
     .bind(&o.id)
-    .bind(expected_step)
-    .bind(expected_status)
+    .bind(&expected.step)
+    .bind(&expected.status)
+    .bind(expected.updated_at)
     .execute(&mut **tx)
     .await?
     .rows_affected();
