@@ -42,7 +42,7 @@ impl Discovery {
         let ttl = Duration::from_secs(infra.discovery.ttl_secs.max(1));
         let registry: Arc<dyn Registry> = match infra.discovery.backend {
             DiscoveryBackend::Local => Arc::new(LocalRegistry::default()),
-            DiscoveryBackend::Redis => Arc::new(RedisRegistry::connect(infra.discovery_redis_url(), &infra.cache.namespace).await?),
+            DiscoveryBackend::Redis => Arc::new(RedisRegistry::connect(infra.discovery_redis_url(), &infra.cache.namespace, ttl).await?),
             DiscoveryBackend::Static => Arc::new(StaticRegistry(infra.discovery.peers.clone())),
         };
         Ok(Self { registry, ttl })
@@ -169,6 +169,7 @@ pub struct RedisRegistry {
     namespace: String,
     cached: RwLock<HashMap<String, (Instant, Vec<String>)>>,
     outage: crate::cache::Outage,
+    stale_for: Duration,
 }
 
 const RESOLVE_CACHE: Duration = Duration::from_millis(500);
@@ -182,10 +183,12 @@ fn now_ms() -> i64 {
 }
 
 impl RedisRegistry {
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, DiscoveryError> {
+    /// `ttl`: a registration's lifetime, also how long addresses last seen stand while Redis
+    /// answers none (it came back empty).
+    pub async fn connect(url: &str, namespace: &str, ttl: Duration) -> Result<Self, DiscoveryError> {
         let client = redis::Client::open(url).map_err(derr)?;
         let conn = client.get_connection_manager_with_config(crate::cache::redis_config()).await.map_err(derr)?;
-        Ok(Self { conn, namespace: namespace.to_owned(), cached: RwLock::default(), outage: Default::default() })
+        Ok(Self { conn, namespace: namespace.to_owned(), cached: RwLock::default(), outage: Default::default(), stale_for: ttl })
     }
 
     fn key(&self, service: &str) -> String {
@@ -250,11 +253,19 @@ impl Registry for RedisRegistry {
         let mut addrs: Vec<String> = members.iter().filter_map(|m| m.split_once('|').map(|(_, a)| a.to_owned())).collect();
         addrs.sort();
         addrs.dedup();
-        // "None yet" is not cached: the first replica of a peer that is starting is used as
-        // soon as it registers.
-        if !addrs.is_empty() {
-            self.cached.write().unwrap_or_else(|p| p.into_inner()).insert(service.to_owned(), (Instant::now(), addrs.clone()));
+        if addrs.is_empty() {
+            // Redis came back empty (it keeps nothing on disk) and the replicas have not
+            // heartbeated since: the addresses seen within a registration's lifetime stand
+            // until they do. "None yet" is not cached: the first replica of a peer that is
+            // starting is used as soon as it registers.
+            if let Some((at, seen)) = self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service)
+                && at.elapsed() < self.stale_for
+            {
+                return Ok(seen.clone());
+            }
+            return Ok(addrs);
         }
+        self.cached.write().unwrap_or_else(|p| p.into_inner()).insert(service.to_owned(), (Instant::now(), addrs.clone()));
         Ok(addrs)
     }
 
