@@ -31,14 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {
-    for _ in $(seq 200); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    echo "$1 did not come up" >&2
-    exit 1
-}
+source "$ROOT/bench/lib.sh"
 
 COMMON=(--set "listen.gateway=127.0.0.1:$GW_PORT" --set "listen.identity=127.0.0.1:$ID_PORT" --set log.level=warn --set cache.backend=memory)
 "$BIN" serve identity --set "data_dir=$WORK/identity" "${COMMON[@]}" 2>"$WORK/identity.log" &
@@ -78,27 +71,17 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_for "http://127.0.0.1:$NGINX_PORT$ROUTE"
 
-# utime + stime, in clock ticks, of the given processes.
-ticks() {
-    local total=0 pid stat
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"${stat##*) }")))
-    done
-    echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 # measure NAME URL PID...: one wrk run, CPU of the given processes per request.
 measure() {
     local name=$1 url=$2 before after out requests rps
     shift 2
-    before=$(ticks "$@")
+    before=$(cpu_ticks "$@")
     out=$(wrk -t2 -c64 -d"${DUR}s" "$url")
-    after=$(ticks "$@")
+    after=$(cpu_ticks "$@")
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    awk -v n="$name" -v r="$rps" -v t=$((after - before)) -v q="$requests" -v hz="$HZ" -v e="$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')" \
+    awk -v n="$name" -v r="$rps" -v t=$((after - before)) -v q="$requests" -v hz="$CLK_TCK" -v e="$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')" \
         'BEGIN { printf "%-8s %8.0f req/s  %6.2f us CPU/req  %s\n", n, r, t / hz * 1e6 / q, e }'
 }
 

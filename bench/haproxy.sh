@@ -86,36 +86,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {
-    for _ in $(seq 200); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    die "$1 did not come up"
-}
-
-# ---- CPU accounting -----------------------------------------------------------------------
-# utime + stime, in clock ticks, of the given processes.
-ticks() {
-    local total=0 pid stat
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"${stat##*) }")))
-    done
-    echo "$total"
-}
-HZ=$(getconf CLK_TCK)
-# As bench/run.sh: others = wall x cores - idle - iowait - (our servers + this shell and the
-# children it reaped: wrk, curl), as a share of wall x cores.
-machine_idle_ticks() { awk '$1 == "cpu" { print $5 + $6; exit }' /proc/stat; }
-own_ticks() {
-    local pid pids=() self
-    for pid in "${STARTED[@]}"; do
-        if [[ -e /proc/$pid ]]; then pids+=("$pid" $(pgrep -P "$pid")); fi
-    done
-    self=$(<"/proc/$$/stat")
-    echo $(($(ticks "${pids[@]}") + $(awk '{ print $12 + $13 + $14 + $15 }' <<<"${self##*) }")))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 now_us() { echo $(($(date +%s%N) / 1000)); }
 
 # ---- The upstream: one nginx worker with a fixed answer -----------------------------------
@@ -314,9 +285,9 @@ measure() { # measure VARIANT ROUND TARGET
     upstream_pids=("$UP_PID" $(pgrep -P "$UP_PID"))
     wrk_cmd "$variant" "$target"
     t0=$(now_us) idle0=$(machine_idle_ticks) own0=$(own_ticks)
-    p0=$(ticks "${proxy_pids[@]}") u0=$(ticks "${upstream_pids[@]}") i0=$(ticks "$ID_PID")
+    p0=$(cpu_ticks "${proxy_pids[@]}") u0=$(cpu_ticks "${upstream_pids[@]}") i0=$(cpu_ticks "$ID_PID")
     timeout $((DUR + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DUR}s" --latency "${WRK_ARGS[@]}" >"$file" 2>&1
-    p1=$(ticks "${proxy_pids[@]}") u1=$(ticks "${upstream_pids[@]}") i1=$(ticks "$ID_PID")
+    p1=$(cpu_ticks "${proxy_pids[@]}") u1=$(cpu_ticks "${upstream_pids[@]}") i1=$(cpu_ticks "$ID_PID")
     t1=$(now_us) idle1=$(machine_idle_ticks) own1=$(own_ticks)
     out=$(<"$file")
     local requests rps p50 p99 errors
@@ -326,7 +297,7 @@ measure() { # measure VARIANT ROUND TARGET
     p99=$(grep -E '^ +99%' <<<"$out" | to_us)
     errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) n += $i} END {print n + 0}' <<<"$out")
     awk -v OFS='\t' -v v="$variant" -v r="$round" -v t="$target" -v rps="$rps" -v q="$requests" -v p50="$p50" -v p99="$p99" -v e="$errors" \
-        -v pt=$((p1 - p0)) -v ut=$((u1 - u0)) -v it=$((i1 - i0)) -v hz="$HZ" -v n="$NPROC" \
+        -v pt=$((p1 - p0)) -v ut=$((u1 - u0)) -v it=$((i1 - i0)) -v hz="$CLK_TCK" -v n="$NPROC" \
         -v us=$((t1 - t0)) -v idle=$((idle1 - idle0)) -v own=$((own1 - own0)) -v rustc="$(pgrep -c -x rustc || true)" \
         'BEGIN { cap = us / 1e6 * hz * n;
                  print v, r, t, rps, q, p50, p99, e, pt / hz, sprintf("%.2f", pt / hz * 1e6 / q), sprintf("%.2f", ut / hz * 1e6 / q),

@@ -91,18 +91,7 @@ http_codes() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# utime + stime of the given processes, in clock ticks (each process's /proc/PID/stat sums
-# all its threads). The command name can contain spaces, so fields are counted after ")".
-cpu_ticks() {
-    local pid stat rest total=0
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat")
-        rest=${stat##*) }
-        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
-    done
-    echo "$total"
-}
-CLK_TCK=$(getconf CLK_TCK)
+source "$ROOT/bench/lib.sh"  # wait_for, cpu_ticks, CLK_TCK, machine_idle_ticks, own_ticks
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -113,17 +102,6 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # this shell and the children it has reaped (wrk, loadgen, curl, ...). Busy time is wall time
 # x cores minus idle and iowait from /proc/stat: the kernel measures idle time exactly,
 # whereas its busy counters are sampled at timer ticks and miss most of a bursty load's work.
-machine_idle_ticks() { awk '$1 == "cpu" { print $5 + $6; exit }' /proc/stat; }
-
-own_ticks() {
-    local pid pids=() self
-    for pid in "${STARTED[@]}"; do
-        if [[ -e /proc/$pid ]]; then pids+=("$pid" $(pgrep -P "$pid")); fi
-    done
-    self=$(<"/proc/$$/stat")
-    echo $(($(cpu_ticks "${pids[@]}") + $(awk '{ print $12 + $13 + $14 + $15 }' <<<"${self##*) }")))
-}
-
 bg_begin() { BG_START=("$(now_us)" "$(machine_idle_ticks)" "$(own_ticks)"); }
 
 # Leaves, for the next `record`, others' CPU share since bg_begin, load and rustc count.
