@@ -402,25 +402,38 @@ impl User {
         {
             let t = Instant::now();
             let again = self.checkout_once(&key).await;
-            let outcome = match &again {
-                Ok(s) if s.status == 201 && s.body["id"] == f.body["id"] && s.replayed => {
-                    self.seen.replays += 1;
-                    Outcome::Done
-                }
-                Ok(s) => {
-                    self.seen.replay_mismatches.push(format!(
-                        "checkout key {key} sent again: {} then {} (replayed: {})",
-                        f.describe(),
-                        s.describe(),
-                        s.replayed
-                    ));
-                    Outcome::Failed(format!("replay mismatch: {}", s.describe()))
-                }
-                Err(e) => Outcome::Failed(e.clone()),
-            };
+            let outcome = self.judge_replay("checkout", &key, f, &again, |s| s.status == 201 && s.body["id"] == f.body["id"]);
             recs.push(("checkout_replay", t.elapsed(), outcome));
         }
         recs
+    }
+
+    /// A key sent again after its first answer `first`: done when the answer is `same` and
+    /// marked replayed, else the mismatch is recorded for the oracle.
+    fn judge_replay(
+        &mut self,
+        what: &str,
+        key: &str,
+        first: &Answer,
+        again: &Result<Answer, String>,
+        same: impl Fn(&Answer) -> bool,
+    ) -> Outcome {
+        match again {
+            Ok(s) if same(s) && s.replayed => {
+                self.seen.replays += 1;
+                Outcome::Done
+            }
+            Ok(s) => {
+                self.seen.replay_mismatches.push(format!(
+                    "{what} key {key} sent again: {} then {} (replayed: {})",
+                    first.describe(),
+                    s.describe(),
+                    s.replayed
+                ));
+                Outcome::Failed(format!("replay mismatch: {}", s.describe()))
+            }
+            Err(e) => Outcome::Failed(e.clone()),
+        }
     }
 
     async fn checkout_once(&self, key: &str) -> Result<Answer, String> {
@@ -494,22 +507,8 @@ impl User {
         {
             let t = Instant::now();
             let again = self.api.post("/api/factory/order", Some(&self.token), Some(&key), &body).await;
-            let outcome = match &again {
-                Ok(s) if s.status == f.status && s.body["orderId"] == f.body["orderId"] && s.replayed => {
-                    self.seen.replays += 1;
-                    Outcome::Done
-                }
-                Ok(s) => {
-                    self.seen.replay_mismatches.push(format!(
-                        "car order key {key} sent again: {} then {} (replayed: {})",
-                        f.describe(),
-                        s.describe(),
-                        s.replayed
-                    ));
-                    Outcome::Failed(format!("replay mismatch: {}", s.describe()))
-                }
-                Err(e) => Outcome::Failed(e.clone()),
-            };
+            let outcome =
+                self.judge_replay("car order", &key, f, &again, |s| s.status == f.status && s.body["orderId"] == f.body["orderId"]);
             recs.push(("order_replay", t.elapsed(), outcome));
         }
         recs
