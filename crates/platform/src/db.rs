@@ -237,3 +237,22 @@ pub async fn drop_postgres_database(server_url: &str, name: &str) -> Result<(), 
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
+
+/// True when a database error says the database could not be reached or dropped the session
+/// (a restart, a failover, a full pool, a lock wait past SQLite's busy timeout) rather than
+/// that the statement was wrong: the request may succeed if sent again a moment later.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Database(d) => d.code().is_some_and(|code| match code.parse::<u32>() {
+            // SQLite's (extended) result codes: the primary code is the low byte; 5 busy, 6
+            // locked (SQLITE_BUSY_SNAPSHOT is 517, for example).
+            Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 5 | 6),
+            // PostgreSQL's five-character SQLSTATEs: class 08 connection exceptions, 57P01-57P03
+            // shutting down or starting up, 53300 too many connections.
+            _ => code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300"),
+        }),
+        _ => false,
+    }
+}

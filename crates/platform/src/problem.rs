@@ -66,6 +66,7 @@ codes! {
     Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
     PeerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "peer_unavailable", "An upstream service is unavailable"),
+    DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "The database is unavailable; try again shortly"),
     PeerTimeout => (StatusCode::GATEWAY_TIMEOUT, "peer_timeout", "An upstream service did not answer in time"),
     CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open", "An upstream service is failing; requests to it are refused for a moment"),
     Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "The request took too long"),
@@ -187,7 +188,13 @@ impl IntoResponse for Problem {
 }
 
 impl From<sqlx::Error> for Problem {
+    /// A database that cannot be reached (or dropped the session) is a 503 the client may
+    /// retry; any other database error is a 500.
     fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Problem::new(Code::DatabaseUnavailable).retry_after(1);
+        }
         Problem::internal(format_args!("database: {e}"))
     }
 }
@@ -251,5 +258,21 @@ mod tests {
         let p = Problem::internal("connection refused to 10.0.0.3");
         assert_eq!(p.body().detail, None);
         assert_eq!(p.body().status, 500);
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_reached_is_a_retryable_503_and_other_database_errors_a_500() {
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        for e in [sqlx::Error::Io(lost), sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            let p = Problem::from(e);
+            assert_eq!(p.code, Code::DatabaseUnavailable);
+            assert_eq!(p.body().status, 503);
+            assert_eq!(p.retry_after_secs, Some(1));
+        }
+        for e in [sqlx::Error::RowNotFound, sqlx::Error::ColumnNotFound("x".into()), sqlx::Error::Protocol("bad message".into())] {
+            let p = Problem::from(e);
+            assert_eq!(p.code, Code::Internal);
+            assert_eq!(p.retry_after_secs, None);
+        }
     }
 }

@@ -79,7 +79,7 @@ impl From<ConfiguratorError> for Problem {
                     .with("conflictingOptions", because.picks.clone())
                     .with("groups", because.groups.clone())
             }
-            ConfiguratorError::Db(e) => Problem::internal(e),
+            ConfiguratorError::Db(e) => Problem::from(e),
             ConfiguratorError::Cache(e) => Problem::new(Code::ServiceUnavailable).detail(format!("cache unavailable: {e}")).retry_after(1),
             ConfiguratorError::Internal(m) => Problem::internal(m),
         }
@@ -224,8 +224,7 @@ async fn save_configuration(State(s): State<AppState>, headers: HeaderMap, ApiJs
     params(("config_id" = String, Path)), responses((status = 200, body = ConfigurationView), (status = 404)))]
 async fn configuration(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<ConfigurationView>> {
     let caller = optional_caller(&s.verifier, &headers, None).await?;
-    let row =
-        store::find_configuration(&s.app.db, &id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::not_found("configuration"))?;
+    let row = store::find_configuration(&s.app.db, &id).await.map_err(Problem::from)?.ok_or_else(|| Problem::not_found("configuration"))?;
     if let Some(owner) = &row.owner_id {
         caller.ok_or_else(|| Problem::not_found("configuration"))?.require_owner(owner, "configuration")?;
     }
@@ -237,7 +236,7 @@ async fn configuration(State(s): State<AppState>, headers: HeaderMap, Path(id): 
     params(("code" = String, Path)), responses((status = 200, body = ConfigurationView), (status = 404)))]
 async fn shared(State(s): State<AppState>, Path(code): Path<String>) -> ApiResult<Json<ConfigurationView>> {
     let row =
-        store::find_by_share_code(&s.app.db, &code).await.map_err(Problem::internal)?.ok_or_else(|| Problem::not_found("configuration"))?;
+        store::find_by_share_code(&s.app.db, &code).await.map_err(Problem::from)?.ok_or_else(|| Problem::not_found("configuration"))?;
     let mut v = view(&s.app, row, false, true).await?;
     // A copy names no id: it cannot be used to reach the owner's original.
     v.config_id = String::new();
@@ -277,7 +276,7 @@ async fn mine(State(s): State<AppState>, caller: Caller, Query(q): Query<PageQue
     };
     let rows = store::list_by_owner(&s.app.db, &caller.user_id, cursor.as_ref().map(|(a, i)| (*a, i.as_str())), limit + 1)
         .await
-        .map_err(Problem::internal)?;
+        .map_err(Problem::from)?;
     let more = rows.len() as i64 > limit;
     let rows: Vec<ConfigurationRow> = rows.into_iter().take(limit as usize).collect();
     let next_cursor = if more { rows.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };
@@ -309,7 +308,7 @@ async fn publish_catalog(
         Ok(engine) => Ok(Json(engine.catalog().clone())),
         Err(PublishError::Invalid(m)) => Err(Problem::new(Code::ValidationFailed).detail(m)),
         Err(e @ PublishError::Version { .. }) => Err(Problem::new(Code::Conflict).detail(e.to_string())),
-        Err(PublishError::Db(e)) => Err(Problem::internal(e)),
+        Err(PublishError::Db(e)) => Err(Problem::from(e)),
         Err(PublishError::Internal(m)) => Err(Problem::internal(m)),
     }
 }

@@ -59,7 +59,7 @@ impl From<FactoryError> for Problem {
                 Problem::new(Code::PeerTimeout).detail(format!("{peer} did not answer in time; a placed order finishes in the background"))
             }
             FactoryError::KeyReused => Problem::new(Code::IdempotencyKeyReused),
-            FactoryError::Db(e) => Problem::internal(e),
+            FactoryError::Db(e) => Problem::from(e),
             FactoryError::Crashed(step) => Problem::new(Code::ServiceUnavailable)
                 .detail(format!("interrupted after the {step} step; recovery finishes the order"))
                 .retry_after(2),
@@ -125,7 +125,7 @@ fn label(code: &str) -> &'static str {
 }
 
 async fn view(s: &AppState, o: OrderRow) -> Result<OrderView, Problem> {
-    let timeline = store::timeline(&s.factory.db, &o.id).await.map_err(Problem::internal)?;
+    let timeline = store::timeline(&s.factory.db, &o.id).await.map_err(Problem::from)?;
     Ok(OrderView {
         status: label(&o.status),
         status_code: o.status.clone(),
@@ -215,14 +215,14 @@ async fn place_order(
             Err(p) => (p.code.status().as_u16(), serde_json::to_vec(&p.body())),
         };
         let body = body.map_err(Problem::internal)?;
-        idempotency::complete_outside(&s.factory.db, &scope, key, status, &body).await.map_err(Problem::internal)?;
+        idempotency::complete_outside(&s.factory.db, &scope, key, status, &body).await.map_err(Problem::from)?;
     }
     let (status, placed) = answer?;
     Ok((status, Json(placed)).into_response())
 }
 
 async fn own_order(s: &AppState, caller: &Caller, id: &str) -> Result<OrderRow, Problem> {
-    let order = store::find_order(&s.factory.db, id).await.map_err(Problem::internal)?.ok_or_else(|| Problem::not_found("order"))?;
+    let order = store::find_order(&s.factory.db, id).await.map_err(Problem::from)?.ok_or_else(|| Problem::not_found("order"))?;
     caller.require_owner(&order.user_id, "order")?;
     Ok(order)
 }
@@ -239,7 +239,7 @@ async fn get_order(State(s): State<AppState>, caller: Caller, Path(id): Path<Str
 /// The caller's orders, newest first (at most 100).
 #[utoipa::path(get, path = "/api/factory/orders", tag = "factory", responses((status = 200, body = [OrderView])))]
 async fn list_orders(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<OrderView>>> {
-    let rows = store::list_orders_of(&s.factory.db, &caller.user_id, 100).await.map_err(Problem::internal)?;
+    let rows = store::list_orders_of(&s.factory.db, &caller.user_id, 100).await.map_err(Problem::from)?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(view(&s, r).await?);

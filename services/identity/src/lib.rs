@@ -69,8 +69,13 @@ impl ServiceDef for IdentityService {
             // the verifiers' leeway, so no token outlives the key that verifies it.
             let publish_retired_for = Duration::from_secs(cfg.access_ttl_secs + cfg.key_reload_secs + 60);
             let keys = keys::SigningKeys::load_or_create(db.clone(), ctx.clock.clone(), publish_retired_for).await?;
-            let verifier =
-                Verifier::new(&ctx.tokens.issuer, &ctx.tokens.audience, Arc::new(keys::LocalKeys(keys.clone())), ctx.cache.clone());
+            let verifier = Verifier::new(
+                &ctx.tokens.issuer,
+                &ctx.tokens.audience,
+                Arc::new(keys::LocalKeys(keys.clone())),
+                ctx.cache.clone(),
+                &ctx.metrics,
+            );
             let reload_every = Duration::from_secs(cfg.key_reload_secs.max(1));
             let admin = cfg.bootstrap_admin_email.clone().zip(cfg.bootstrap_admin_password.clone());
             let identity = Arc::new(app::Identity::new(&ctx, keys.clone(), cfg).await?);

@@ -47,7 +47,7 @@ impl From<InventoryError> for Problem {
     fn from(e: InventoryError) -> Self {
         match e {
             InventoryError::Invalid(message) => Problem::validation(vec![FieldError { field: "request".into(), message }]),
-            InventoryError::Db(e) => Problem::internal(e),
+            InventoryError::Db(e) => Problem::from(e),
         }
     }
 }

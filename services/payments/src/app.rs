@@ -42,6 +42,8 @@ pub enum PaymentError {
     KeyReused,
     #[error("a request with this idempotency key is still running")]
     KeyInProgress,
+    #[error("the database is unavailable")]
+    DatabaseUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -50,7 +52,14 @@ impl PaymentError {
     /// Refusals are part of the request's outcome and are replayed; failures of ours or of
     /// the provider are not, so the client can retry them.
     fn is_final(&self) -> bool {
-        !matches!(self, PaymentError::ProviderUnavailable | PaymentError::Internal | PaymentError::KeyInProgress | PaymentError::KeyReused)
+        !matches!(
+            self,
+            PaymentError::ProviderUnavailable
+                | PaymentError::DatabaseUnavailable
+                | PaymentError::Internal
+                | PaymentError::KeyInProgress
+                | PaymentError::KeyReused
+        )
     }
 }
 
@@ -61,6 +70,10 @@ fn internal(e: impl std::fmt::Display) -> PaymentError {
 
 impl From<sqlx::Error> for PaymentError {
     fn from(e: sqlx::Error) -> Self {
+        if motorpool_platform::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "payments database unavailable");
+            return PaymentError::DatabaseUnavailable;
+        }
         internal(e)
     }
 }
@@ -524,7 +537,7 @@ impl Payments {
 /// did, it must roll back as an internal error rather than be stored as a refusal.
 fn unexpected(e: PaymentError) -> PaymentError {
     match e {
-        PaymentError::Internal => PaymentError::Internal,
+        e @ (PaymentError::Internal | PaymentError::DatabaseUnavailable) => e,
         other => internal(format_args!("posting refused after the state changed: {other}")),
     }
 }

@@ -32,6 +32,7 @@ fn status(e: PaymentError) -> Status {
         PaymentError::Invalid(m) => Status::invalid_argument(m),
         PaymentError::KeyReused => Status::invalid_argument("idempotency_key_reused"),
         PaymentError::KeyInProgress => Status::aborted("idempotency_in_progress"),
+        PaymentError::DatabaseUnavailable => Status::unavailable("database_unavailable"),
         PaymentError::Internal => Status::internal("internal error"),
     }
 }

@@ -71,6 +71,7 @@ impl From<PaymentError> for Problem {
             PaymentError::Invalid(message) => Problem::validation(vec![FieldError { field: "amount".into(), message }]),
             PaymentError::KeyReused => Problem::new(Code::IdempotencyKeyReused),
             PaymentError::KeyInProgress => Problem::new(Code::IdempotencyInProgress).retry_after(1),
+            PaymentError::DatabaseUnavailable => Problem::new(Code::DatabaseUnavailable).retry_after(1),
             PaymentError::Internal => Problem::new(Code::Internal),
         }
     }

@@ -73,7 +73,7 @@ impl From<ShopError> for Problem {
             ShopError::PeerUnavailable(peer) => Problem::new(Code::PeerUnavailable).detail(format!("{peer} is unavailable")).retry_after(2),
             ShopError::PeerTimeout(peer) => Problem::new(Code::PeerTimeout).detail(format!("{peer} did not answer in time")),
             ShopError::CartBusy => Problem::new(Code::Conflict).detail("the cart is being changed by another request").retry_after(1),
-            ShopError::Db(e) => Problem::internal(e),
+            ShopError::Db(e) => Problem::from(e),
             ShopError::Internal(m) => Problem::internal(m),
         }
     }

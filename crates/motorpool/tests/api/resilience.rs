@@ -425,3 +425,55 @@ async fn infra_with_redis_cut_requests_go_on_quickly_from_the_last_known_replica
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL, NATS and Redis; run by the infra suite"]
+async fn infra_sessions_the_database_drops_answer_503_database_unavailable_never_500_and_the_service_recovers() {
+    let app = spawn_with(infra_config()).await;
+    let api = Edge { http: app.http.clone(), gw: app.gw.clone() };
+    let url = "/api/shop/products?q=brake&limit=5";
+    let reads = |n: usize| {
+        let api = &api;
+        futures::future::join_all((0..n).map(move |_| async move { api.send(reqwest::Method::GET, url, None, None).await }))
+    };
+    // Many reads at once leave the shop's pool with many open sessions.
+    for r in reads(16).await {
+        assert_eq!(r.status(), 200);
+    }
+
+    // What a PostgreSQL restart or failover does to a pool: every session ends under it.
+    let shop_db = format!("{}_shop", app.tp.cfg.storage.database_prefix);
+    let server = format!("{}/postgres", app.tp.cfg.storage.postgres_url.trim_end_matches('/'));
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server).await.unwrap();
+    let (ended,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&shop_db)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended >= 2, "the shop had sessions open ({ended})");
+
+    // Each dead session fails the one statement sent on it: a 503 the client may retry, with
+    // a stable code and Retry-After, never a 500.
+    let mut unavailable = 0;
+    for r in reads(16).await {
+        match r.status().as_u16() {
+            200 => {}
+            503 => {
+                assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["code"], "database_unavailable", "{body}");
+                unavailable += 1;
+            }
+            other => panic!("a read on a dropped session answered {other}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+    assert!(unavailable >= 1, "reads on the dropped sessions were refused as unavailable");
+    // The pool discards the dead sessions and opens new ones: the service needs no restart.
+    eventually(Duration::from_secs(10), "every read succeeds again", || async {
+        reads(16).await.iter().all(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
