@@ -13,11 +13,14 @@ use async_trait::async_trait;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
 use crate::grpc::Peers;
+use crate::metrics::{Counter, Metrics};
 use crate::problem::{Code, Problem};
 
 /// The roles of the platform. Self-registration gives `customer`; the others are granted.
@@ -138,16 +141,40 @@ const VERIFIED_MEMO: Duration = Duration::from_secs(30);
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 5;
 
+/// Hashing for the in-process memos. Their keys are user ids and signatures of tokens that
+/// verified, so nobody can fill them with chosen keys; lookups of unknown keys add nothing.
+type FastHash = foldhash::fast::RandomState;
+
+/// A token that verified: its whole text (a memo hit must be the same token, not just the same
+/// signature on another payload) and its claims.
+struct Verified {
+    token: Box<str>,
+    claims: Claims,
+}
+
+/// The header fields that decide how a token is checked.
+#[derive(Deserialize)]
+struct TokenHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
 struct Inner {
     issuer: String,
     audience: String,
     source: Arc<dyn KeySource>,
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// Signing keys by `kid`, parsed once (a point decompression) rather than per token.
+    keys: RwLock<HashMap<String, VerifyingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     cache: Cache,
-    enabled_memo: moka::sync::Cache<String, ()>,
-    /// Tokens whose signature and claims checked out, with those claims.
-    verified: moka::sync::Cache<String, Claims>,
+    enabled_memo: moka::sync::Cache<String, (), FastHash>,
+    /// Tokens whose signature and claims checked out, by their signature part.
+    verified: moka::sync::Cache<String, Arc<Verified>, FastHash>,
+    /// Signature checks of tokens that arrive together, verified as one batch.
+    batcher: std::sync::OnceLock<Batcher>,
+    batch_counters: BatchCounters,
+    /// Signature checks running now: the first runs inline, the ones beside it are batched.
+    checking: std::sync::atomic::AtomicUsize,
     /// `kid`s that were still unknown after a refetch: refused without another one.
     unknown_kids: moka::sync::Cache<String, ()>,
 }
@@ -157,22 +184,31 @@ struct Inner {
 pub struct Verifier(Arc<Inner>);
 
 impl Verifier {
-    pub fn new(issuer: &str, audience: &str, source: Arc<dyn KeySource>, cache: Cache) -> Self {
+    pub fn new(issuer: &str, audience: &str, source: Arc<dyn KeySource>, cache: Cache, metrics: &Metrics) -> Self {
         Self(Arc::new(Inner {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             source,
             keys: RwLock::default(),
             last_fetch: tokio::sync::Mutex::new(None),
+            batcher: std::sync::OnceLock::new(),
+            batch_counters: BatchCounters {
+                batches: metrics.counter("auth_signature_batches_total", "Batches of token signatures verified together", &[]),
+                signatures: metrics.counter("auth_signatures_batched_total", "Token signatures verified in batches of more than one", &[]),
+            },
+            checking: std::sync::atomic::AtomicUsize::new(0),
             cache,
-            enabled_memo: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ENABLED_MEMO).build(),
-            verified: moka::sync::Cache::builder().max_capacity(20_000).time_to_live(VERIFIED_MEMO).build(),
+            enabled_memo: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ENABLED_MEMO)
+                .build_with_hasher(FastHash::default()),
+            verified: moka::sync::Cache::builder().max_capacity(20_000).time_to_live(VERIFIED_MEMO).build_with_hasher(FastHash::default()),
             unknown_kids: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
         }))
     }
 
-    fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.0.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
+    fn key(&self, kid: &str) -> Option<VerifyingKey> {
+        self.0.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).copied()
     }
 
     /// Refetches the key set because `kid` is unknown. Concurrent callers coalesce on the
@@ -190,8 +226,15 @@ impl Verifier {
         let keys = self.0.source.keys().await?;
         let mut map = HashMap::new();
         for k in keys {
-            let key = DecodingKey::from_ed_components(&k.x).map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-            map.insert(k.kid, key);
+            let bad = |why: &str| AuthError::KeysUnavailable(format!("key {}: {why}", k.kid));
+            let bytes = URL_SAFE_NO_PAD.decode(&k.x).map_err(|_| bad("not base64url"))?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
+            let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not an Ed25519 point"))?;
+            // A small-order key would verify signatures nobody made; batches cannot tell.
+            if key.is_weak() {
+                return Err(bad("a weak (small-order) key"));
+            }
+            map.insert(k.kid.clone(), key);
         }
         *self.0.keys.write().unwrap_or_else(|p| p.into_inner()) = map;
         // A key that left the set must stop vouching for tokens at once.
@@ -200,46 +243,94 @@ impl Verifier {
         Ok(())
     }
 
-    /// Checks signature, algorithm, issuer, audience, expiry and not-before, then whether the
-    /// user has been disabled since the token was issued.
+    /// Checks the token's form, algorithm, signature, issuer, audience, expiry and not-before,
+    /// then whether the user has been disabled since the token was issued.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        if let Some(claims) = self.0.verified.get(token) {
-            if claims.exp + LEEWAY_SECS >= time::OffsetDateTime::now_utc().unix_timestamp() {
-                self.check_enabled(&claims.sub).await?;
-                return Ok(claims);
-            }
-            self.0.verified.invalidate(token);
+        let invalid = |why: &str| AuthError::Invalid(why.to_owned());
+        let (message, signature) = token.rsplit_once('.').ok_or_else(|| invalid("not a JWT"))?;
+        let (header, payload) = message.split_once('.').ok_or_else(|| invalid("not a JWT"))?;
+        if payload.contains('.') {
+            return Err(invalid("not a JWT"));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
+        if let Some(seen) = self.0.verified.get(signature)
+            && *seen.token == *token
+        {
+            if let Err(e) = self.check_times(&seen.claims) {
+                self.0.verified.invalidate(signature);
+                return Err(e);
+            }
+            self.check_enabled(&seen.claims.sub).await?;
+            return Ok(seen.claims.clone());
+        }
+        let header: TokenHeader = decode_part(header).ok_or_else(|| invalid("malformed header"))?;
+        if header.alg != "EdDSA" {
             return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
-        let kid = header.kid.ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
+        let kid = header.kid.ok_or_else(|| invalid("the token names no key (kid)"))?;
         let key = match self.key(&kid) {
             Some(k) => k,
-            None if self.0.unknown_kids.contains_key(&kid) => return Err(AuthError::Invalid("unknown signing key".into())),
+            None if self.0.unknown_kids.contains_key(&kid) => return Err(invalid("unknown signing key")),
             None => {
                 self.refresh(&kid).await?;
                 match self.key(&kid) {
                     Some(k) => k,
                     None => {
                         self.0.unknown_kids.insert(kid, ());
-                        return Err(AuthError::Invalid("unknown signing key".into()));
+                        return Err(invalid("unknown signing key"));
                     }
                 }
             }
         };
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.0.issuer]);
-        validation.set_audience(&[&self.0.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECS as u64;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        self.0.verified.insert(token.to_owned(), claims.clone());
+        let signature: [u8; 64] =
+            URL_SAFE_NO_PAD.decode(signature).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| invalid("malformed signature"))?;
+        if !self.signature_checks(key, message, Signature::from_bytes(&signature)).await {
+            return Err(invalid("bad signature"));
+        }
+        let claims: Claims = decode_part(payload).ok_or_else(|| invalid("malformed claims"))?;
+        if claims.iss != self.0.issuer {
+            return Err(invalid("wrong issuer"));
+        }
+        if claims.aud != self.0.audience {
+            return Err(invalid("wrong audience"));
+        }
+        self.check_times(&claims)?;
+        let signature = &token[message.len() + 1..];
+        self.0.verified.insert(signature.to_owned(), Arc::new(Verified { token: token.into(), claims: claims.clone() }));
         self.check_enabled(&claims.sub).await?;
         Ok(claims)
+    }
+
+    /// Checks one signature: inline when no other check is running (no added latency), else
+    /// through the batcher, which verifies the checks that queued meanwhile together.
+    async fn signature_checks(&self, key: VerifyingKey, message: &str, signature: Signature) -> bool {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts this check as running until it ends, also when its request is dropped
+        /// while it waits for a batch.
+        struct Running<'a>(&'a AtomicUsize);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let inner = &self.0;
+        let alone = inner.checking.fetch_add(1, Ordering::AcqRel) == 0;
+        let _running = Running(&inner.checking);
+        if alone {
+            return check_one(&key, message.as_bytes(), &signature);
+        }
+        inner.batcher.get_or_init(|| Batcher::start(inner.batch_counters.clone())).check(key, message, signature).await
+    }
+
+    /// `exp` and `nbf` against the clock, with `LEEWAY_SECS` either way.
+    fn check_times(&self, claims: &Claims) -> Result<(), AuthError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if claims.exp + LEEWAY_SECS < now {
+            return Err(AuthError::Invalid("expired".into()));
+        }
+        if claims.nbf - LEEWAY_SECS > now {
+            return Err(AuthError::Invalid("not valid yet (nbf)".into()));
+        }
+        Ok(())
     }
 
     async fn check_enabled(&self, user_id: &str) -> Result<(), AuthError> {
@@ -265,6 +356,87 @@ impl Verifier {
     pub fn forget(&self, user_id: &str) {
         self.0.enabled_memo.invalidate(user_id);
     }
+}
+
+/// The most signatures verified in one batch (about 1 ms of work at a time).
+const MAX_BATCH: usize = 64;
+
+/// One signature check: the same equation as a batch's (cofactorless; `s` must be canonical).
+/// Weak keys are refused when keys load, and a memo hit compares the whole token text, so the
+/// stricter check's extra decompression of `R` would buy nothing here.
+fn check_one(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+    use ed25519_dalek::Verifier as _;
+    key.verify(message, signature).is_ok()
+}
+
+struct Check {
+    key: VerifyingKey,
+    message: Box<[u8]>,
+    signature: Signature,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Verifies Ed25519 signatures in batches: a batch costs about half as much per signature as
+/// checking each alone (one multi-scalar multiplication for all of them). Under load, checks
+/// queue while a batch runs and go together in the next one; a batch that fails is checked
+/// one by one, so one bad token never fails the others.
+struct Batcher {
+    queue: tokio::sync::mpsc::UnboundedSender<Check>,
+}
+
+#[derive(Clone)]
+struct BatchCounters {
+    batches: Counter,
+    signatures: Counter,
+}
+
+impl Batcher {
+    fn start(counters: BatchCounters) -> Self {
+        let (queue, mut checks) = tokio::sync::mpsc::unbounded_channel::<Check>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while checks.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let verdicts = verify_together(&batch);
+                if batch.len() > 1 {
+                    counters.batches.add(1);
+                    counters.signatures.add(batch.len() as u64);
+                }
+                for (check, ok) in batch.drain(..).zip(verdicts) {
+                    let _ = check.done.send(ok);
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn check(&self, key: VerifyingKey, message: &str, signature: Signature) -> bool {
+        let (done, verdict) = tokio::sync::oneshot::channel();
+        let check = Check { key, message: message.as_bytes().into(), signature, done };
+        // The batcher gone (its runtime shutting down) before or while it held this check
+        // is no verdict: check here rather than refuse a genuine token.
+        if self.queue.send(check).is_err() {
+            return check_one(&key, message.as_bytes(), &signature);
+        }
+        verdict.await.unwrap_or_else(|_| check_one(&key, message.as_bytes(), &signature))
+    }
+}
+
+/// The verdict on each check of `batch`.
+fn verify_together(batch: &[Check]) -> Vec<bool> {
+    if batch.len() > 1 {
+        let messages: Vec<&[u8]> = batch.iter().map(|c| &*c.message).collect();
+        let signatures: Vec<Signature> = batch.iter().map(|c| c.signature).collect();
+        let keys: Vec<VerifyingKey> = batch.iter().map(|c| c.key).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return vec![true; batch.len()];
+        }
+    }
+    batch.iter().map(|c| check_one(&c.key, &c.message, &c.signature)).collect()
+}
+
+/// One base64url part of a token, decoded as JSON.
+fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// The bearer token of a request, if any.
@@ -340,7 +512,7 @@ where
 mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use jsonwebtoken::{EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;
 
@@ -380,7 +552,7 @@ mod tests {
     }
 
     fn verifier() -> Verifier {
-        Verifier::new("motorpool", "motorpool-api", Arc::new(OneKey), Cache::memory())
+        Verifier::new("motorpool", "motorpool-api", Arc::new(OneKey), Cache::memory(), &Metrics::new("test"))
     }
 
     #[tokio::test]
@@ -388,7 +560,8 @@ mod tests {
         let v = verifier();
         let good = token(&claims(600));
         assert_eq!(v.verify(&good).await.unwrap().sub, "u1");
-        assert!(v.0.verified.contains_key(&good), "remembered after its signature checked out");
+        let signature = good.rsplit_once('.').unwrap().1;
+        assert!(v.0.verified.contains_key(signature), "remembered after its signature checked out");
         assert_eq!(v.verify(&good).await.unwrap().sub, "u1", "and accepted from memory");
 
         // Same header and signature, another payload: a different text, so checked afresh.
@@ -397,8 +570,12 @@ mod tests {
         admin.role = Role::Admin;
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).unwrap());
         let forged = parts.join(".");
-        assert!(v.verify(&forged).await.is_err());
-        assert!(!v.0.verified.contains_key(&forged));
+        assert!(matches!(v.verify(&forged).await, Err(AuthError::Invalid(why)) if why == "bad signature"));
+        assert_eq!(
+            v.0.verified.get(signature).map(|seen| seen.token.to_string()),
+            Some(good.clone()),
+            "the memo still holds the good one only"
+        );
     }
 
     #[tokio::test]
@@ -407,8 +584,140 @@ mod tests {
         let expired = claims(-60);
         let text = token(&expired);
         // As if it had been verified while it was still valid.
-        v.0.verified.insert(text.clone(), expired);
-        assert!(matches!(v.verify(&text).await, Err(AuthError::Invalid(_))));
-        assert!(!v.0.verified.contains_key(&text), "forgotten once expired");
+        let signature = text.rsplit_once('.').unwrap().1.to_owned();
+        v.0.verified.insert(signature.clone(), Arc::new(Verified { token: text.as_str().into(), claims: expired }));
+        assert!(matches!(v.verify(&text).await, Err(AuthError::Invalid(why)) if why == "expired"));
+        assert!(!v.0.verified.contains_key(&signature), "forgotten once expired");
+    }
+
+    /// A token whose parts are re-encoded from `header` and `claims` and signed with the test key.
+    fn signed(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        use ed25519_dalek::Signer;
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+        );
+        let signature = ed25519_dalek::SigningKey::from_bytes(&SEED).sign(message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    #[tokio::test]
+    async fn every_rule_of_a_token_is_checked_with_a_reason() {
+        let v = verifier();
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"});
+        let good = serde_json::to_value(claims(600)).unwrap();
+        assert_eq!(v.verify(&signed(&header, &good)).await.unwrap().sub, "u1", "our own signing agrees with jsonwebtoken's");
+        assert_eq!(v.verify(&token(&claims(600))).await.unwrap().sub, "u1");
+
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let with = |field: &str, value: serde_json::Value| {
+            let mut c = good.clone();
+            c[field] = value;
+            c
+        };
+        let mut no_sub = good.clone();
+        no_sub.as_object_mut().unwrap().remove("sub");
+        let cases = [
+            (signed(&serde_json::json!({"alg": "none", "kid": "k1"}), &good), "algorithm \"none\" is not accepted"),
+            (signed(&serde_json::json!({"alg": "HS256", "kid": "k1"}), &good), "algorithm \"HS256\" is not accepted"),
+            (signed(&serde_json::json!({"alg": "EdDSA"}), &good), "the token names no key (kid)"),
+            (signed(&serde_json::json!({"alg": "EdDSA", "kid": "k9"}), &good), "unknown signing key"),
+            (signed(&header, &with("iss", "someone-else".into())), "wrong issuer"),
+            (signed(&header, &with("aud", "other-api".into())), "wrong audience"),
+            (signed(&header, &with("aud", serde_json::json!(["motorpool-api"]))), "malformed claims"),
+            (signed(&header, &no_sub), "malformed claims"),
+            (signed(&header, &with("exp", (now - 6).into())), "expired"),
+            (signed(&header, &with("nbf", (now + 60).into())), "not valid yet (nbf)"),
+            (format!("{}.extra", signed(&header, &good)), "not a JWT"),
+            ("no-dots-at-all".to_owned(), "not a JWT"),
+            (format!("{}.AAAA", signed(&header, &good).rsplit_once('.').unwrap().0), "malformed signature"),
+        ];
+        for (text, why) in cases {
+            match v.verify(&text).await {
+                Err(AuthError::Invalid(got)) => assert_eq!(got, why, "{text}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // Within the leeway both ways.
+        let edge = with("exp", (now - 4).into());
+        assert!(v.verify(&signed(&header, &edge)).await.is_ok(), "exp 4 s ago is within the 5 s leeway");
+    }
+
+    #[tokio::test]
+    async fn checks_that_queue_together_go_as_one_batch_and_a_bad_one_fails_alone() {
+        use ed25519_dalek::Signer;
+        let signer = ed25519_dalek::SigningKey::from_bytes(&SEED);
+        let key = signer.verifying_key();
+        let metrics = Metrics::new("test");
+        let counters = BatchCounters {
+            batches: metrics.counter("auth_signature_batches_total", "", &[]),
+            signatures: metrics.counter("auth_signatures_batched_total", "", &[]),
+        };
+        let batcher = Batcher::start(counters.clone());
+        let messages: Vec<String> = (0..10).map(|i| format!("header.claims-{i}")).collect();
+        // Every check is queued before the batcher runs (one thread): they form one batch.
+        let checks = messages.iter().enumerate().map(|(i, m)| {
+            let signature = if i == 7 { signer.sign(b"header.claims-of-another-token") } else { signer.sign(m.as_bytes()) };
+            batcher.check(key, m, signature)
+        });
+        let verdicts = futures::future::join_all(checks).await;
+        let expected: Vec<bool> = (0..10).map(|i| i != 7).collect();
+        assert_eq!(verdicts, expected);
+        assert_eq!((counters.batches.get(), counters.signatures.get()), (1, 10), "one batch of ten");
+
+        let good: Vec<Signature> = messages.iter().map(|m| signer.sign(m.as_bytes())).collect();
+        let verdicts = futures::future::join_all(messages.iter().zip(&good).map(|(m, s)| batcher.check(key, m, *s))).await;
+        assert_eq!(verdicts, vec![true; 10]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_verifications_of_many_tokens_accept_exactly_the_genuine_ones() {
+        let v = verifier();
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let mut c = claims(600);
+            c.sub = format!("u{i}");
+            let mut text = token(&c);
+            if i % 50 == 3 {
+                // Another user's claims under this token's signature.
+                let mut other = c.clone();
+                other.sub = "someone-else".into();
+                let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
+                parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap());
+                text = parts.join(".");
+            }
+            let v = v.clone();
+            tasks.push(tokio::spawn(async move { (i, v.verify(&text).await.map(|c| c.sub)) }));
+        }
+        for t in tasks {
+            let (i, got) = t.await.unwrap();
+            if i % 50 == 3 {
+                assert!(matches!(got, Err(AuthError::Invalid(ref why)) if why == "bad signature"), "{i}: {got:?}");
+            } else {
+                assert_eq!(got.unwrap(), format!("u{i}"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_dropped_while_it_waits_for_a_batch_stops_counting_as_running() {
+        use ed25519_dalek::Signer;
+        use std::sync::atomic::Ordering;
+        let v = verifier();
+        let signer = ed25519_dalek::SigningKey::from_bytes(&SEED);
+        let key = signer.verifying_key();
+        let signature = signer.sign(b"a.b");
+        // Another check is running, so this one goes to the batcher; its request is dropped
+        // before the batcher answers (one thread: the batcher has not run yet).
+        v.0.checking.store(1, Ordering::SeqCst);
+        let mut waiting = Box::pin(v.signature_checks(key, "a.b", signature));
+        let first = futures::poll!(&mut waiting);
+        assert!(first.is_pending(), "waiting for its batch, got {first:?}");
+        assert_eq!(v.0.checking.load(Ordering::SeqCst), 2, "both count while it waits");
+        drop(waiting);
+        assert_eq!(v.0.checking.load(Ordering::SeqCst), 1, "only the other check counts");
+        v.0.checking.store(0, Ordering::SeqCst);
+        assert!(v.signature_checks(key, "a.b", signature).await, "alone again: checked inline");
     }
 }

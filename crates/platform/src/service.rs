@@ -162,8 +162,13 @@ pub async fn start(shared: &Shared, def: Box<dyn ServiceDef>, listen: SocketAddr
     let addr = listener.local_addr()?;
     let metrics = Metrics::new(name);
     let peers = Peers::new(shared.discovery.clone());
-    let verifier =
-        Verifier::new(&shared.tokens.issuer, &shared.tokens.audience, Arc::new(IdentityKeys(peers.clone())), shared.cache.clone());
+    let verifier = Verifier::new(
+        &shared.tokens.issuer,
+        &shared.tokens.audience,
+        Arc::new(IdentityKeys(peers.clone())),
+        shared.cache.clone(),
+        &metrics,
+    );
     let outbox = Outbox::new(name, &infra.events.namespace, shared.clock.clone());
     let ctx = ServiceContext {
         name,
