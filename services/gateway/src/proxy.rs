@@ -390,10 +390,6 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     if let Some(v) = forwarded_for(parts.headers.get(&X_FORWARDED_FOR), peer) {
         parts.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
-    if !upgrade {
-        parts.headers.insert(X_REQUEST_TIMEOUT_MS, HeaderValue::from(budget_for_upstream(timeout).as_millis() as u64));
-    }
     let req = hyper::Request::from_parts(parts, body);
     if upgrade {
         return tunnel(gw, service, &addrs, addr, req).await;
@@ -407,28 +403,76 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
     if too_large {
         return Problem::new(Code::PayloadTooLarge).into_response();
     }
-    let limit = gw.body_limit;
-    let req = req.map(|b| Body::new(Limited::new(b, limit)));
-    let _in_flight = gw.balancer.start(addr);
-    match tokio::time::timeout(timeout, gw.client.request(req)).await {
-        Err(_) => {
-            gw.failed(service, addr, "timeout");
-            gw.gave_up(service, Code::PeerTimeout).into_response()
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
-            if e.is_connect() {
-                gw.failed(service, addr, "unavailable");
-                return gw.gave_up(service, Code::PeerUnavailable).into_response();
-            }
-            gw.upstream_error(service, "unavailable");
-            Problem::new(Code::PeerUnavailable).into_response()
-        }
-        Ok(Ok(resp)) => {
-            gw.balancer.record(service, true);
+    let (parts, body) = req.into_parts();
+    // A request without a body can be built again for another replica; one with a body is
+    // sent once.
+    let body = (!hyper::body::Body::is_end_stream(&body)).then(|| Body::new(Limited::new(body, gw.body_limit)));
+    match send(gw, service, &addrs, addr, &parts, body).await {
+        Ok(resp) => {
             let mut resp = resp.map(Body::new);
             strip_hop_by_hop(resp.headers_mut(), false);
             resp
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// Sends a request (`parts`, and `body` if it has one) to replica `first` within the gateway's
+/// upstream timeout, telling the replica what is left of it in `x-request-timeout-ms` (not for
+/// upgrades). When a replica refuses the connection (it never got the request) and there is no
+/// body to lose, the request goes to another, until each has been tried. `Err` is the answer
+/// for the client.
+async fn send(
+    gw: &Gateway,
+    service: &str,
+    addrs: &[String],
+    first: &str,
+    parts: &axum::http::request::Parts,
+    mut body: Option<Body>,
+) -> Result<hyper::Response<Incoming>, Response> {
+    let timeout = Duration::from_millis(gw.cfg.upstream_timeout_ms);
+    let started = std::time::Instant::now();
+    let upgrade = is_upgrade(&parts.headers);
+    let mut addr = first.to_owned();
+    let mut failed: Vec<String> = Vec::new();
+    loop {
+        let uri = retarget(&parts.uri, &addr).ok_or_else(|| Problem::new(Code::PeerUnavailable).into_response())?;
+        let left = timeout.saturating_sub(started.elapsed());
+        let once = body.take();
+        let resendable = once.is_none();
+        let mut up = hyper::Request::new(once.unwrap_or_else(Body::empty));
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = parts.version;
+        *up.headers_mut() = parts.headers.clone();
+        if !upgrade {
+            up.headers_mut().insert(X_REQUEST_TIMEOUT_MS, HeaderValue::from(budget_for_upstream(left).as_millis() as u64));
+        }
+        let _in_flight = gw.balancer.start(&addr);
+        match tokio::time::timeout(left, gw.client.request(up)).await {
+            Err(_) => {
+                gw.failed(service, &addr, "timeout");
+                return Err(gw.gave_up(service, Code::PeerTimeout).into_response());
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                gw.failed(service, &addr, "unavailable");
+                tracing::warn!(error = %e, service, upstream = %addr, "upstream refused the connection");
+                failed.push(addr.clone());
+                if resendable && failed.len() < addrs.len() {
+                    addr = gw.balancer.pick(service, addrs, &failed).to_owned();
+                    continue;
+                }
+                return Err(gw.gave_up(service, Code::PeerUnavailable).into_response());
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, service, upstream = %addr, "upstream request failed");
+                gw.upstream_error(service, "unavailable");
+                return Err(Problem::new(Code::PeerUnavailable).into_response());
+            }
+            Ok(Ok(resp)) => {
+                gw.balancer.record(service, true);
+                return Ok(resp);
+            }
         }
     }
 }
@@ -439,41 +483,9 @@ async fn forward(gw: &Gateway, rule: &Rule, req: hyper::Request<Incoming>, peer:
 async fn tunnel(gw: &Gateway, service: &str, addrs: &[String], first: &str, mut req: hyper::Request<Incoming>) -> Response {
     let client_side = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let mut addr = first.to_owned();
-    let mut failed: Vec<String> = Vec::new();
-    let mut resp = loop {
-        let Some(uri) = retarget(&parts.uri, &addr) else {
-            return Problem::new(Code::PeerUnavailable).into_response();
-        };
-        let mut up = hyper::Request::new(Body::empty());
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.headers_mut() = parts.headers.clone();
-        match tokio::time::timeout(Duration::from_millis(gw.cfg.upstream_timeout_ms), gw.client.request(up)).await {
-            Err(_) => {
-                gw.failed(service, &addr, "timeout");
-                return gw.gave_up(service, Code::PeerTimeout).into_response();
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                gw.failed(service, &addr, "unavailable");
-                tracing::warn!(error = %e, service, upstream = %addr, "upstream upgrade refused");
-                failed.push(addr.clone());
-                if failed.len() < addrs.len() {
-                    addr = gw.balancer.pick(service, addrs, &failed).to_owned();
-                    continue;
-                }
-                return gw.gave_up(service, Code::PeerUnavailable).into_response();
-            }
-            Ok(Err(e)) => {
-                gw.upstream_error(service, "unavailable");
-                tracing::warn!(error = %e, service, upstream = %addr, "upstream upgrade failed");
-                return Problem::new(Code::PeerUnavailable).into_response();
-            }
-            Ok(Ok(resp)) => {
-                gw.balancer.record(service, true);
-                break resp;
-            }
-        }
+    let mut resp = match send(gw, service, addrs, first, &parts, None).await {
+        Ok(resp) => resp,
+        Err(answer) => return answer,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return resp.map(Body::new);

@@ -245,3 +245,45 @@ async fn pages_and_merged_api_docs_are_served() {
     }
     app.cleanup().await;
 }
+
+/// One GET spoken as HTTP/1.0, which the gateway's fast path hands to its general (hyper)
+/// path: the status code and the whole answer.
+async fn http10_get(gw: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw.trim_start_matches("http://")).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: motorpool\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test]
+async fn a_bodiless_request_refused_by_a_dead_replica_goes_to_another_on_both_proxy_paths() {
+    // A port nothing listens on any more: connecting to it is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    for path in ["fast", "general"] {
+        let mut cfg = config();
+        cfg.discovery.backend = DiscoveryBackend::Static;
+        // The dead replica second: the balancer's first pick of two equally idle ones.
+        cfg.discovery.peers.insert("identity".into(), vec![fake_upstream().await.to_string(), dead.clone()]);
+        // No ready checks, which would take the dead replica out before any request tried it.
+        cfg.gateway.ready_check_ms = 0;
+        let tp = TestPlatform::start(cfg, &["gateway"], Clock::system()).await.unwrap();
+        let gw = tp.url("gateway");
+        for i in 0..4 {
+            let (status, body) = if path == "fast" {
+                let r = client().get(format!("{gw}/api/auth/register/stream")).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            } else {
+                http10_get(&gw, "/api/auth/register/stream").await
+            };
+            assert_eq!(status, 200, "{path} path, request {i}: {body}");
+            assert!(body.ends_with("part-0part-1part-2"), "{path} path, request {i}: {body}");
+        }
+        let metrics = client().get(format!("{gw}/metrics")).send().await.unwrap().text().await.unwrap();
+        let refused = metric_in(&metrics, "gateway_upstream_errors_total", "kind=\"unavailable\"");
+        assert!(refused >= 1.0, "{path} path: the dead replica was tried first and refused ({refused})");
+        tp.cleanup().await;
+    }
+}
