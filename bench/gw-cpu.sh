@@ -44,28 +44,14 @@ GW_PID=$!
 PIDS+=("$GW_PID")
 wait_for "http://127.0.0.1:$GW_PORT$ROUTE"
 
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 1000000;
-    upstream identity { server 127.0.0.1:$ID_PORT; keepalive 64; keepalive_requests 1000000; }
+nginx_conf "$WORK/nginx" 1 "    upstream identity { server 127.0.0.1:$ID_PORT; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
-            proxy_pass http://identity; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_pass http://identity; proxy_http_version 1.1; proxy_set_header Connection \"\";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
-    }
-}
-CONF
+    }"
 "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")

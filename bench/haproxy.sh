@@ -30,6 +30,8 @@
 #
 #   BIN=/path/to/motorpool bench/haproxy.sh
 #   ROUNDS=5 DUR=10 VARIANTS=many bench/haproxy.sh
+#   BASE_BIN=/path/to/older/motorpool bench/haproxy.sh   # adds target gateway-base: the same
+#       gateway set-up from another build, in the same rounds (an A/B of a gateway change)
 #
 # Needs bash, curl, wrk, haproxy, nginx, openssl, ss (iproute2) and python3 with `cryptography`
 # (Debian: python3-cryptography). Results: $OUT (bench/results/haproxy-<UTC time>/,
@@ -48,7 +50,8 @@ PROXY_THREADS=${PROXY_THREADS:-$NPROC}
 TOKENS=${TOKENS:-200000}
 RS_TOKENS=${RS_TOKENS:-20000}
 VARIANTS=${VARIANTS:-one many}
-TARGETS=${TARGETS:-gateway haproxy-es256 haproxy-rs256 gateway-notoken haproxy-notoken}
+BASE_BIN=${BASE_BIN:-}
+TARGETS=${TARGETS:-gateway ${BASE_BIN:+gateway-base }haproxy-es256 haproxy-rs256 gateway-notoken haproxy-notoken}
 RATE=${RATE:-1000000}
 PORT_BASE=${PORT_BASE:-28500}
 NGINX=${NGINX:-/usr/sbin/nginx}
@@ -60,7 +63,7 @@ PUBLIC_ROUTE=/api/configure/bench
 GW_PORT=$PORT_BASE ID_PORT=$((PORT_BASE + 1)) UP_PORT=$((PORT_BASE + 2))
 HAP_ES_PORT=$((PORT_BASE + 3)) HAP_RS_PORT=$((PORT_BASE + 4))
 CHK_GW_PORT=$((PORT_BASE + 5)) CHK_ES_PORT=$((PORT_BASE + 6)) CHK_RS_PORT=$((PORT_BASE + 7))
-HAP_PLAIN_PORT=$((PORT_BASE + 8)) CHK_PLAIN_PORT=$((PORT_BASE + 9))
+HAP_PLAIN_PORT=$((PORT_BASE + 8)) CHK_PLAIN_PORT=$((PORT_BASE + 9)) BASE_GW_PORT=$((PORT_BASE + 10))
 
 die() { echo "haproxy.sh: $*" >&2; exit 1; }
 [[ -x $BIN ]] || die "no binary at $BIN (cargo build --release -p motorpool, or BIN=...)"
@@ -90,28 +93,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 now_us() { echo $(($(date +%s%N) / 1000)); }
 
 # ---- The upstream: one nginx worker with a fixed answer -----------------------------------
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
+nginx_conf "$WORK/nginx" 1 "    keepalive_timeout 120s;
     server {
         listen 127.0.0.1:$UP_PORT;
         location / {
             default_type application/json;
-            return 200 '{"items":[{"id":"0190a5e1-7c2b-7d3e-8f40-1a2b3c4d5e6f","kind":"order_status","title":"Your order is being built","read":false}],"next":null}';
+            return 200 '{\"items\":[{\"id\":\"0190a5e1-7c2b-7d3e-8f40-1a2b3c4d5e6f\",\"kind\":\"order_status\",\"title\":\"Your order is being built\",\"read\":false}],\"next\":null}';
         }
-    }
-}
-CONF
+    }"
 "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
 UP_PID=$!
 STARTED+=("$UP_PID")
@@ -124,9 +113,9 @@ ID_PID=$!
 STARTED+=("$ID_PID")
 wait_for "http://127.0.0.1:$ID_PORT/ready"
 
-# start_gateway PORT PER_SEC BURST: the pid is left in LAST_PID.
+# start_gateway PORT PER_SEC BURST [BINARY]: the pid is left in LAST_PID.
 start_gateway() {
-    "$BIN" serve gateway --set "data_dir=$WORK/gateway-$1" "${COMMON[@]}" --set "listen.gateway=127.0.0.1:$1" \
+    "${4:-$BIN}" serve gateway --set "data_dir=$WORK/gateway-$1" "${COMMON[@]}" --set "listen.gateway=127.0.0.1:$1" \
         --set gateway.rate_limit_enabled=true --set "gateway.rate_limit_per_sec=$2" --set "gateway.rate_limit_burst=$3" \
         --set discovery.backend=static --set "discovery.peers.identity=[\"127.0.0.1:$ID_PORT\"]" \
         --set "discovery.peers.notifications=[\"127.0.0.1:$UP_PORT\"]" \
@@ -137,6 +126,13 @@ start_gateway "$GW_PORT" "$RATE" "$RATE"
 GW_PID=$LAST_PID
 STARTED+=("$GW_PID")
 wait_for "http://127.0.0.1:$GW_PORT/ready"
+if [[ -n $BASE_BIN ]]; then
+    [[ -x $BASE_BIN ]] || die "no binary at BASE_BIN=$BASE_BIN"
+    start_gateway "$BASE_GW_PORT" "$RATE" "$RATE" "$BASE_BIN"
+    BASE_GW_PID=$LAST_PID
+    STARTED+=("$BASE_GW_PID")
+    wait_for "http://127.0.0.1:$BASE_GW_PORT/ready"
+fi
 
 # One user, one real access token (EdDSA, signed by identity).
 json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -181,6 +177,7 @@ wait_401 "http://127.0.0.1:$HAP_RS_PORT$ROUTE"
 url_of() {
     case $1 in
         gateway) echo "http://127.0.0.1:$GW_PORT$ROUTE" ;;
+        gateway-base) echo "http://127.0.0.1:$BASE_GW_PORT$ROUTE" ;;
         haproxy-es256) echo "http://127.0.0.1:$HAP_ES_PORT$ROUTE" ;;
         haproxy-rs256) echo "http://127.0.0.1:$HAP_RS_PORT$ROUTE" ;;
         gateway-notoken) echo "http://127.0.0.1:$GW_PORT$PUBLIC_ROUTE" ;;
@@ -191,7 +188,7 @@ alg_of() {
     case $1 in gateway*) echo eddsa ;; haproxy-es256 | haproxy-notoken) echo es256 ;; haproxy-rs256) echo rs256 ;; esac
 }
 pids_of() {
-    case $1 in gateway*) echo "$GW_PID" ;; haproxy-*) echo "$HAP_PID" ;; esac
+    case $1 in gateway-base) echo "$BASE_GW_PID" ;; gateway*) echo "$GW_PID" ;; haproxy-*) echo "$HAP_PID" ;; esac
 }
 status() { # status URL [TOKEN]
     if [[ -n ${2:-} ]]; then
@@ -249,7 +246,7 @@ burst() { # burst URL TOKEN: status counts of 30 requests on one connection
 } >>"$OUT/checks.md"
 kill "$CHK_GW_PID" "$CHK_HAP_PID"
 wait "$CHK_GW_PID" "$CHK_HAP_PID" 2>/dev/null || true
-STARTED=("$UP_PID" "$ID_PID" "$GW_PID" "$HAP_PID")
+STARTED=("$UP_PID" "$ID_PID" "$GW_PID" "$HAP_PID" ${BASE_GW_PID:+"$BASE_GW_PID"})
 grep -q '429 x' <<<"$(sed -n '/^- gateway/p' "$OUT/checks.md")" || { echo "the gateway's rate limit did not limit" >&2; failed=1; }
 grep -q '429 x' <<<"$(sed -n '/^- haproxy-es256/p' "$OUT/checks.md")" || { echo "HAProxy's rate limit did not limit" >&2; failed=1; }
 grep -q 'gateway-notoken 200, haproxy-notoken 200' "$OUT/checks.md" || { echo "the public route does not answer 200" >&2; failed=1; }
@@ -335,10 +332,14 @@ s.sendall(b"show table rate_per_user data.http_req_rate gt 1000000000\n")
 print(s.makefile().readline().strip())
 PY
 
+# How many of the gateway's signature checks went in batches (0 on builds before batching).
+curl -s "http://127.0.0.1:$GW_PORT/metrics" | grep -E '^auth_signature' >"$OUT/gateway-batches.txt" || true
+
 cp "$HERE/haproxy.cfg" "$OUT/"
 cp "$WORK/nginx/nginx.conf" "$OUT/upstream-nginx.conf"
 {
     echo "binary: $BIN ($(sha256sum "$BIN" | cut -c1-16)…)"
+    [[ -z $BASE_BIN ]] || echo "base binary (gateway-base): $BASE_BIN ($(sha256sum "$BASE_BIN" | cut -c1-16)…)"
     echo "haproxy: $("$HAPROXY" -v | head -1)"
     echo "nginx: $("$NGINX" -v 2>&1)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"

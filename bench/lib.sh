@@ -40,3 +40,26 @@ own_ticks() {
     self=$(<"/proc/$$/stat")
     echo $(($(cpu_ticks "${pids[@]}") + $(awk '{ print $12 + $13 + $14 + $15 }' <<<"${self##*) }")))
 }
+
+# nginx_conf DIR WORKERS HTTP_BLOCK: writes DIR/nginx.conf for an nginx run in the foreground
+# with its pid, log and temp files under DIR, no access log, and keep-alive connections never
+# closed after N requests (neither does the gateway); HTTP_BLOCK goes inside `http { }`
+# (upstreams and servers). Start it with: nginx -p DIR -e DIR/error.log -c DIR/nginx.conf
+nginx_conf() {
+    local dir=$1 workers=$2 body=$3
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<CONF
+daemon off;
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy; fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 1000000;
+$body
+}
+CONF
+}

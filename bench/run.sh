@@ -211,23 +211,8 @@ start_motorpool() {
 # nginx as a reverse proxy to identity with upstream keep-alive; sets NGINX_PID.
 start_nginx() {
     local workers=$1 port=$2 prefix=$WORK/nginx-w$1
-    mkdir -p "$prefix/tmp"
-    cat >"$prefix/nginx.conf" <<EOF
-daemon off;
-worker_processes $workers;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $prefix/tmp/body;
-    proxy_temp_path $prefix/tmp/proxy;
-    fastcgi_temp_path $prefix/tmp/fastcgi;
-    uwsgi_temp_path $prefix/tmp/uwsgi;
-    scgi_temp_path $prefix/tmp/scgi;
-    # The gateway never closes a keep-alive connection after N requests; neither does this.
-    keepalive_requests 1000000;
-    upstream identity {
+    # The gateway adds X-Forwarded-For too; keep the work comparable.
+    nginx_conf "$prefix" "$workers" "    upstream identity {
         server 127.0.0.1:$IDENTITY_PORT;
         keepalive 64;
         keepalive_requests 1000000;
@@ -237,13 +222,10 @@ http {
         location / {
             proxy_pass http://identity;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The gateway adds X-Forwarded-For too; keep the work comparable.
+            proxy_set_header Connection \"\";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
-    }
-}
-EOF
+    }"
     "$NGINX" -t -q -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" || die "nginx config test failed"
     "$NGINX" -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" &
     NGINX_PID=$!

@@ -17,9 +17,17 @@ VARIANTS = {
     "one": "one token for every request (the gateway's verified-token cache hits)",
     "many": "a different token of a different user on every request (at most 20,000 can be in the gateway's memo: it verifies most of them)",
 }
-ALG = {"gateway": "EdDSA", "haproxy-es256": "ES256", "haproxy-rs256": "RS256", "gateway-notoken": "none", "haproxy-notoken": "none"}
+ALG = {"gateway": "EdDSA", "gateway-base": "EdDSA", "haproxy-es256": "ES256", "haproxy-rs256": "RS256", "gateway-notoken": "none", "haproxy-notoken": "none"}
 # (gateway target, HAProxy target, counts for the issue's target)
-PAIRS = [("gateway", "haproxy-es256", True), ("gateway", "haproxy-rs256", True), ("gateway-notoken", "haproxy-notoken", False)]
+PAIRS = [
+    ("gateway", "haproxy-es256", True),
+    ("gateway", "haproxy-rs256", True),
+    ("gateway-notoken", "haproxy-notoken", False),
+    # BASE_BIN=...: this build's gateway against another build's, and that one against HAProxy.
+    ("gateway", "gateway-base", False),
+    ("gateway-base", "haproxy-es256", False),
+    ("gateway-base", "haproxy-rs256", False),
+]
 
 
 def num(r, k):
@@ -107,12 +115,19 @@ if verdicts:
 
 errors = sum(int(r["errors"]) for r in rows)
 print(f"Errors (non-2xx and socket errors) over all runs: {errors}.")
-speed = os.path.join(out, "openssl-speed.txt")
-if os.path.exists(speed) and open(speed).read().strip():
-    print("\n## One signature verification on this machine (`openssl speed -seconds 1 ed25519 ecdsap256 rsa2048`, one core)\n")
-    print("```")
-    print(open(speed).read().rstrip())
-    print("```")
+
+
+def fenced(name, heading):
+    """Prints the run's file `name` under `heading` as a code block, if it has anything."""
+    path = os.path.join(out, name)
+    if os.path.exists(path) and open(path).read().strip():
+        print(f"\n{heading}\n")
+        print("```")
+        print(open(path).read().rstrip())
+        print("```")
+
+
+fenced("openssl-speed.txt", "## One signature verification on this machine (`openssl speed -seconds 1 ed25519 ecdsap256 rsa2048`, one core)")
 checks = os.path.join(out, "checks.md")
 if os.path.exists(checks):
     print()
@@ -120,3 +135,4 @@ if os.path.exists(checks):
 table = os.path.join(out, "haproxy-table.txt")
 if os.path.exists(table) and open(table).read().strip():
     print(f"\nHAProxy's rate table after the load: `{open(table).read().strip()}`")
+fenced("gateway-batches.txt", "The gateway's batched signature checks over the whole run (`/metrics`):")
