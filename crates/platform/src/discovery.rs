@@ -30,6 +30,9 @@ pub trait Registry: Send + Sync {
     }
 }
 
+/// How soon a heartbeat that failed is tried again.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
+
 /// The discovery handle; cloning shares it.
 #[derive(Clone)]
 pub struct Discovery {
@@ -82,14 +85,22 @@ impl Discovery {
         let ttl = self.ttl;
         tokio::spawn(async move {
             let period = ttl / 3;
+            // After a failed heartbeat the next comes sooner, so an instance is registered
+            // again soon after the registry is back rather than a whole period later.
+            let retry = period.min(HEARTBEAT_RETRY);
+            let mut wait = period;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(period) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                if let Err(e) = beat.registry.register(&beat.service, &beat.instance, &beat.addr, ttl).await {
-                    tracing::warn!(service = %beat.service, error = %e, "discovery heartbeat failed");
-                }
+                wait = match beat.registry.register(&beat.service, &beat.instance, &beat.addr, ttl).await {
+                    Ok(()) => period,
+                    Err(e) => {
+                        tracing::warn!(service = %beat.service, error = %e, "discovery heartbeat failed");
+                        retry
+                    }
+                };
             }
         });
         Ok(registration)
@@ -244,9 +255,14 @@ impl Registry for RedisRegistry {
         let members = match members.await {
             Ok(m) => m,
             // Redis is away: the last addresses seen are the best guess (the balancer's health
-            // checks and ejection deal with any that died meanwhile).
-            Err(e) => match self.cached.read().unwrap_or_else(|p| p.into_inner()).get(service) {
-                Some((_, addrs)) => return Ok(addrs.clone()),
+            // checks and ejection deal with any that died meanwhile). They count as seen now:
+            // the replicas could not heartbeat either, so their grace once Redis comes back
+            // empty runs from the end of the outage, however long it lasted.
+            Err(e) => match self.cached.write().unwrap_or_else(|p| p.into_inner()).get_mut(service) {
+                Some((at, addrs)) => {
+                    *at = Instant::now();
+                    return Ok(addrs.clone());
+                }
                 None => return Err(DiscoveryError(e.to_string())),
             },
         };
