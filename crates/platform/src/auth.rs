@@ -173,8 +173,6 @@ struct Inner {
     /// Signature checks of tokens that arrive together, verified as one batch.
     batcher: std::sync::OnceLock<Batcher>,
     batch_counters: BatchCounters,
-    /// Signature checks running now: the first runs inline, the ones beside it are batched.
-    checking: std::sync::atomic::AtomicUsize,
     /// `kid`s that were still unknown after a refetch: refused without another one.
     unknown_kids: moka::sync::Cache<String, ()>,
 }
@@ -196,7 +194,6 @@ impl Verifier {
                 batches: metrics.counter("auth_signature_batches_total", "Batches of token signatures verified together", &[]),
                 signatures: metrics.counter("auth_signatures_batched_total", "Token signatures verified in batches of more than one", &[]),
             },
-            checking: std::sync::atomic::AtomicUsize::new(0),
             cache,
             enabled_memo: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -300,24 +297,10 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// Checks one signature: inline when no other check is running (no added latency), else
-    /// through the batcher, which verifies the checks that queued meanwhile together.
+    /// Checks one signature through the batcher, which verifies the checks that queue
+    /// together as one batch (a check that arrives alone is verified alone).
     async fn signature_checks(&self, key: VerifyingKey, message: &str, signature: Signature) -> bool {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        /// Counts this check as running until it ends, also when its request is dropped
-        /// while it waits for a batch.
-        struct Running<'a>(&'a AtomicUsize);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
         let inner = &self.0;
-        let alone = inner.checking.fetch_add(1, Ordering::AcqRel) == 0;
-        let _running = Running(&inner.checking);
-        if alone {
-            return check_one(&key, message.as_bytes(), &signature);
-        }
         inner.batcher.get_or_init(|| Batcher::start(inner.batch_counters.clone())).check(key, message, signature).await
     }
 
@@ -358,7 +341,7 @@ impl Verifier {
     }
 }
 
-/// The most signatures verified in one batch (about 1 ms of work at a time).
+/// The most signatures verified in one batch (about 0.7 ms of work at a time).
 const MAX_BATCH: usize = 64;
 
 /// One signature check: the same equation as a batch's (cofactorless; `s` must be canonical).
@@ -376,10 +359,13 @@ struct Check {
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
-/// Verifies Ed25519 signatures in batches: a batch costs about half as much per signature as
-/// checking each alone (one multi-scalar multiplication for all of them). Under load, checks
-/// queue while a batch runs and go together in the next one; a batch that fails is checked
-/// one by one, so one bad token never fails the others.
+/// Verifies Ed25519 signatures in batches: a batch of tokens signed with one key costs a
+/// third as much per signature as checking each alone (one multi-scalar multiplication for all
+/// of them, see [`verify_one_key`]). Every check goes through one task: it takes the first
+/// check queued, lets the tasks that are ready now run (they queue theirs), then verifies
+/// whatever has queued. Alone, a check waits only for that one turn of the scheduler; under
+/// load, checks queue while a batch runs and go together in the next. A batch that fails is
+/// checked one by one, so one bad token never fails the others.
 struct Batcher {
     queue: tokio::sync::mpsc::UnboundedSender<Check>,
 }
@@ -396,11 +382,15 @@ impl Batcher {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while checks.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let verdicts = verify_together(&batch);
-                if batch.len() > 1 {
-                    counters.batches.add(1);
-                    counters.signatures.add(batch.len() as u64);
+                if batch.len() < MAX_BATCH {
+                    tokio::task::yield_now().await;
+                    while batch.len() < MAX_BATCH
+                        && let Ok(check) = checks.try_recv()
+                    {
+                        batch.push(check);
+                    }
                 }
+                let verdicts = verify_together(&batch, &counters);
                 for (check, ok) in batch.drain(..).zip(verdicts) {
                     let _ = check.done.send(ok);
                 }
@@ -421,17 +411,68 @@ impl Batcher {
     }
 }
 
-/// The verdict on each check of `batch`.
-fn verify_together(batch: &[Check]) -> Vec<bool> {
-    if batch.len() > 1 {
-        let messages: Vec<&[u8]> = batch.iter().map(|c| &*c.message).collect();
-        let signatures: Vec<Signature> = batch.iter().map(|c| c.signature).collect();
-        let keys: Vec<VerifyingKey> = batch.iter().map(|c| c.key).collect();
-        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            return vec![true; batch.len()];
+/// The verdict on each check of `batch`: the checks of each key go as one batch, a lone one
+/// or a batch that failed are checked one by one.
+fn verify_together(batch: &[Check], counters: &BatchCounters) -> Vec<bool> {
+    let mut verdicts = vec![false; batch.len()];
+    let mut keys: Vec<VerifyingKey> = Vec::new();
+    for check in batch {
+        if !keys.contains(&check.key) {
+            keys.push(check.key);
         }
     }
-    batch.iter().map(|c| check_one(&c.key, &c.message, &c.signature)).collect()
+    for key in &keys {
+        let group: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].key == *key).collect();
+        if group.len() > 1 {
+            counters.batches.add(1);
+            counters.signatures.add(group.len() as u64);
+            if verify_one_key(key, group.iter().map(|&i| &batch[i])) {
+                for i in group {
+                    verdicts[i] = true;
+                }
+                continue;
+            }
+        }
+        for i in group {
+            verdicts[i] = check_one(key, &batch[i].message, &batch[i].signature);
+        }
+    }
+    verdicts
+}
+
+/// Whether every one of `checks` (signatures made with `key`) is valid, in one multi-scalar
+/// multiplication. A valid signature `(R, s)` of message `M` satisfies `[s]B = R + [k]A` with
+/// `k = SHA-512(R ‖ A ‖ M)`; with a random 128-bit `z` for each, the batch checks
+///
+/// ```text
+/// −[Σ z·s]B + Σ [z]R + [Σ z·k]A = 0
+/// ```
+///
+/// which fails unless every signature is valid, but with probability 2⁻¹²⁸ (the `z` are
+/// unknown to whoever made the tokens). One key means one `A` term for the whole batch, where
+/// `ed25519_dalek::verify_batch` has one per signature: about 40 % less work per signature.
+/// Like [`check_one`] (and `verify_batch`) the equation is cofactorless; `s` must be canonical.
+fn verify_one_key<'a>(key: &VerifyingKey, checks: impl Iterator<Item = &'a Check>) -> bool {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    use sha2::{Digest, Sha512};
+    let (mut scalars, mut points) = (Vec::with_capacity(MAX_BATCH + 2), Vec::with_capacity(MAX_BATCH + 2));
+    let (mut b_coefficient, mut a_coefficient) = (Scalar::ZERO, Scalar::ZERO);
+    for check in checks {
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*check.signature.s_bytes())) else { return false };
+        let Some(r) = CompressedEdwardsY(*check.signature.r_bytes()).decompress() else { return false };
+        let hash = Sha512::new().chain_update(check.signature.r_bytes()).chain_update(key.as_bytes()).chain_update(&check.message);
+        let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+        let z = Scalar::from(rand::random::<u128>());
+        b_coefficient += z * s;
+        a_coefficient += z * k;
+        scalars.push(z);
+        points.push(r);
+    }
+    scalars.extend([-b_coefficient, a_coefficient]);
+    points.extend([curve25519_dalek::constants::ED25519_BASEPOINT_POINT, key.to_edwards()]);
+    curve25519_dalek::EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
 }
 
 /// One base64url part of a token, decoded as JSON.
@@ -701,23 +742,96 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_check_dropped_while_it_waits_for_a_batch_stops_counting_as_running() {
+    async fn a_check_dropped_while_it_waits_for_its_batch_leaves_the_others_their_verdicts() {
         use ed25519_dalek::Signer;
-        use std::sync::atomic::Ordering;
         let v = verifier();
         let signer = ed25519_dalek::SigningKey::from_bytes(&SEED);
         let key = signer.verifying_key();
-        let signature = signer.sign(b"a.b");
-        // Another check is running, so this one goes to the batcher; its request is dropped
-        // before the batcher answers (one thread: the batcher has not run yet).
-        v.0.checking.store(1, Ordering::SeqCst);
-        let mut waiting = Box::pin(v.signature_checks(key, "a.b", signature));
-        let first = futures::poll!(&mut waiting);
-        assert!(first.is_pending(), "waiting for its batch, got {first:?}");
-        assert_eq!(v.0.checking.load(Ordering::SeqCst), 2, "both count while it waits");
-        drop(waiting);
-        assert_eq!(v.0.checking.load(Ordering::SeqCst), 1, "only the other check counts");
-        v.0.checking.store(0, Ordering::SeqCst);
-        assert!(v.signature_checks(key, "a.b", signature).await, "alone again: checked inline");
+        let (good, bad) = (signer.sign(b"a.b"), signer.sign(b"a.c"));
+        // One thread: both are queued before the batcher runs; the first one's request is
+        // dropped while it waits.
+        let mut dropped = Box::pin(v.signature_checks(key, "a.b", good));
+        assert!(futures::poll!(&mut dropped).is_pending(), "waiting for its batch");
+        let kept = v.signature_checks(key, "a.b", bad);
+        drop(dropped);
+        assert!(!kept.await, "a signature of another message is refused");
+        assert!(v.signature_checks(key, "a.b", good).await, "the batcher goes on");
+    }
+
+    /// ℓ, the order of the group Ed25519 signatures work in, little-endian.
+    const GROUP_ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0x10,
+    ];
+
+    /// Signatures of `messages`, with the ones at `bad` spoilt in turn by each way a signature
+    /// can be wrong.
+    fn spoilt(signer: &ed25519_dalek::SigningKey, messages: &[Vec<u8>], bad: &[usize], how: usize) -> Vec<Signature> {
+        use ed25519_dalek::Signer;
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut bytes = signer.sign(m).to_bytes();
+                if bad.contains(&i) {
+                    match how % 5 {
+                        // Another message's signature.
+                        0 => bytes = signer.sign(b"something else").to_bytes(),
+                        // A bit of R flipped (often no point at all).
+                        1 => bytes[(i * 7) % 32] ^= 1 << (i % 8),
+                        // A bit of s flipped, s still canonical.
+                        2 => bytes[32 + (i * 5) % 28] ^= 1 << (i % 8),
+                        // s + l: the same value mod l, not canonical.
+                        3 => {
+                            let s = curve25519_dalek::scalar::Scalar::from_bytes_mod_order(bytes[32..].try_into().unwrap());
+                            let mut wide = [0u64; 4];
+                            let l = GROUP_ORDER;
+                            let mut carry = 0u128;
+                            for (w, (a, b)) in s.to_bytes().chunks(8).zip(l.chunks(8)).enumerate() {
+                                let sum = u128::from(u64::from_le_bytes(a.try_into().unwrap()))
+                                    + u128::from(u64::from_le_bytes(b.try_into().unwrap()))
+                                    + carry;
+                                wide[w] = sum as u64;
+                                carry = sum >> 64;
+                            }
+                            for (w, chunk) in bytes[32..].chunks_mut(8).enumerate() {
+                                chunk.copy_from_slice(&wide[w].to_le_bytes());
+                            }
+                        }
+                        // Another key's signature.
+                        _ => bytes = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).sign(m).to_bytes(),
+                    }
+                }
+                Signature::from_bytes(&bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_one_key_batch_agrees_with_checking_each_signature_alone() {
+        assert_eq!(curve25519_dalek::scalar::Scalar::from_bytes_mod_order(GROUP_ORDER), curve25519_dalek::scalar::Scalar::ZERO);
+        let signer = ed25519_dalek::SigningKey::from_bytes(&SEED);
+        let key = signer.verifying_key();
+        for (round, size) in [2usize, 3, 8, 17, 64].into_iter().enumerate() {
+            let messages: Vec<Vec<u8>> = (0..size).map(|i| format!("header.claims-{round}-{i}").into_bytes()).collect();
+            for how in 0..5 {
+                for bad in [vec![], vec![0], vec![size / 2], vec![0, size - 1]] {
+                    let signatures = spoilt(&signer, &messages, &bad, how);
+                    let checks: Vec<Check> = messages
+                        .iter()
+                        .zip(&signatures)
+                        .map(|(m, s)| Check { key, message: m.clone().into(), signature: *s, done: tokio::sync::oneshot::channel().0 })
+                        .collect();
+                    let alone: Vec<bool> = checks.iter().map(|c| check_one(&key, &c.message, &c.signature)).collect();
+                    assert_eq!(alone.iter().filter(|ok| !**ok).count(), bad.len(), "size {size}, spoilt {how}: the bad ones fail alone");
+                    assert_eq!(verify_one_key(&key, checks.iter()), alone.iter().all(|ok| *ok), "size {size}, spoilt {how} at {bad:?}");
+                    let counters = BatchCounters {
+                        batches: Metrics::new("t").counter("b", "", &[]),
+                        signatures: Metrics::new("t").counter("s", "", &[]),
+                    };
+                    assert_eq!(verify_together(&checks, &counters), alone, "size {size}, spoilt {how} at {bad:?}: each verdict");
+                }
+            }
+        }
     }
 }
