@@ -148,8 +148,7 @@ const MEMO_SLOTS: usize = 16_384;
 /// replaces whatever held its slot before. A lookup is one hash and a shared read lock, an
 /// insert one exclusive lock, with none of a general cache's admission and recency bookkeeping
 /// (which took a tenth of the gateway's CPU when every request brought a token it had not
-/// seen). Lookups of one hot entry (a client reusing its token) never wait on each other: with
-/// an exclusive lock they did, and the gateway's p99 grew by a third.
+/// seen). Lookups of one hot entry (a client reusing its token) never wait on each other.
 /// The slots are allocated at the first insert: a process that never sees a token pays nothing.
 struct Memo<V> {
     slots: std::sync::OnceLock<Box<[Slot<V>]>>,
