@@ -23,7 +23,7 @@
 # (THREADS x CONNECTIONS, --latency) against each target in two variants:
 #   one   every request carries the same token (the gateway's verified-token cache hits);
 #   many  each request carries the next of TOKENS tokens of as many users (a wrk thread sends
-#         no token twice in a run and at most 20,000 fit the gateway's cache, so it verifies
+#         no token twice in a run and at most 16,384 fit the gateway's memo, so it verifies
 #         most of them).
 # Per run: req/s, p50, p99, errors, CPU per request of the proxy and of the upstream (utime +
 # stime from /proc), and the share of the machine used by anything else (`others`).
@@ -75,8 +75,8 @@ for port in $(seq "$PORT_BASE" $((PORT_BASE + 9))); do
     [[ -z $(ss -Hltn "sport = :$port" 2>/dev/null) ]] || die "port $port is taken (PORT_BASE=... moves them all)"
 done
 [[ ! -e $OUT/results.tsv ]] || die "$OUT already holds results"
-# The gateway remembers up to 20,000 verified tokens: with fewer, `many` measures its memo.
-((TOKENS > 100000)) || echo "haproxy.sh: TOKENS=$TOKENS: the gateway will find most of them in its memo of 20,000 verified tokens; use more than 100,000 to measure verification" >&2
+# The gateway remembers up to 16,384 verified tokens: with fewer, `many` measures its memo.
+((TOKENS > 100000)) || echo "haproxy.sh: TOKENS=$TOKENS: the gateway will find most of them in its memo of 16,384 verified tokens; use more than 100,000 to measure verification" >&2
 mkdir -p "$OUT"
 
 WORK=$(mktemp -d)

@@ -15,7 +15,7 @@ with open(os.path.join(out, "results.tsv")) as f:
 
 VARIANTS = {
     "one": "one token for every request (the gateway's verified-token cache hits)",
-    "many": "a different token of a different user on every request (at most 20,000 can be in the gateway's memo: it verifies most of them)",
+    "many": "a different token of a different user on every request (at most 16,384 can be in the gateway's memo: it verifies most of them)",
 }
 ALG = {"gateway": "EdDSA", "gateway-base": "EdDSA", "haproxy-es256": "ES256", "haproxy-rs256": "RS256", "gateway-notoken": "none", "haproxy-notoken": "none"}
 # (gateway target, HAProxy target, counts for the target)
