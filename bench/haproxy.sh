@@ -32,6 +32,9 @@
 #   ROUNDS=5 DUR=10 VARIANTS=many bench/haproxy.sh
 #   BASE_BIN=/path/to/older/motorpool bench/haproxy.sh   # adds target gateway-base: the same
 #       gateway set-up from another build, in the same rounds (an A/B of a gateway change)
+#   PACED_RATES="10000 18000" bench/haproxy.sh   # then also every token target at each of these
+#       offered rates (open loop, motorpool-loadgen, a new user's token per request), so the
+#       tails compare at one load rather than at each proxy's own closed-loop throughput
 #
 # Needs bash, curl, wrk, haproxy, nginx, openssl, ss (iproute2) and python3 with `cryptography`
 # (Debian: python3-cryptography). Results: $OUT (bench/results/haproxy-<UTC time>/,
@@ -51,6 +54,8 @@ TOKENS=${TOKENS:-200000}
 RS_TOKENS=${RS_TOKENS:-20000}
 VARIANTS=${VARIANTS:-one many}
 BASE_BIN=${BASE_BIN:-}
+PACED_RATES=${PACED_RATES:-}
+LOADGEN=${LOADGEN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/motorpool-loadgen}
 TARGETS=${TARGETS:-gateway ${BASE_BIN:+gateway-base }haproxy-es256 haproxy-rs256 gateway-notoken haproxy-notoken}
 RATE=${RATE:-1000000}
 PORT_BASE=${PORT_BASE:-28500}
@@ -70,6 +75,7 @@ die() { echo "haproxy.sh: $*" >&2; exit 1; }
 for tool in curl wrk openssl python3 timeout pgrep ss; do command -v "$tool" >/dev/null || die "needs $tool"; done
 [[ -x $NGINX ]] || die "needs nginx at $NGINX (Debian: nginx-light)"
 [[ -x $HAPROXY ]] || die "needs haproxy at $HAPROXY (Debian: haproxy)"
+[[ -z $PACED_RATES || -x $LOADGEN ]] || die "PACED_RATES needs $LOADGEN (cargo build --release -p motorpool-loadgen, or LOADGEN=...)"
 python3 -c 'import cryptography' 2>/dev/null || die "needs python3's cryptography (Debian: python3-cryptography)"
 for port in $(seq "$PORT_BASE" $((PORT_BASE + 9))); do
     [[ -z $(ss -Hltn "sport = :$port" 2>/dev/null) ]] || die "port $port is taken (PORT_BASE=... moves them all)"
@@ -322,6 +328,24 @@ for variant in $VARIANTS; do
         done
     done
 done
+
+# ---- Paced: each token target at one offered rate, a new user's token per request ----------
+if [[ -n $PACED_RATES ]]; then
+    paced_targets=()
+    for target in "${TARGET_LIST[@]}"; do [[ $target == *-notoken ]] || paced_targets+=("$target"); done
+    for rate in $PACED_RATES; do
+        for round in $(seq "$ROUNDS"); do
+            n=${#paced_targets[@]}
+            for i in $(seq 0 $((n - 1))); do
+                target=${paced_targets[$(((i + round - 1) % n))]}
+                timeout $((DUR + 30)) "$LOADGEN" "$(url_of "$target")" --rate "$rate" --duration "$DUR" --threads "$THREADS" \
+                    --bearer-file "$WORK/many.$(alg_of "$target")" --label "$rate $round $target" >>"$OUT/paced.jsonl"
+                tail -1 "$OUT/paced.jsonl" | python3 -c 'import json, sys; r = json.load(sys.stdin)
+print(f"paced {r[\"label\"]:<26} {r[\"rps\"]:8.0f} req/s  p50 {r[\"p50_us\"]:6d} us  p99 {r[\"p99_us\"]:6d} us  errors {r[\"errors\"]}  unsent {r[\"unsent\"]}")' >&2
+            done
+        done
+    done
+fi
 
 # HAProxy's stick table after the load: one entry per user seen (bookkeeping really done).
 python3 - "$WORK/haproxy.sock" >"$OUT/haproxy-table.txt" <<'PY' || true

@@ -2,6 +2,7 @@
 """Markdown tables from one bench/haproxy.sh run: summarize.py OUT_DIR (reads results.tsv)."""
 
 import csv
+import json
 import os
 import statistics
 import sys
@@ -115,6 +116,32 @@ if verdicts:
 
 errors = sum(int(r["errors"]) for r in rows)
 print(f"Errors (non-2xx and socket errors) over all runs: {errors}.")
+
+# PACED_RATES=...: every token target at one offered rate (open loop, motorpool-loadgen).
+paced_path = os.path.join(out, "paced.jsonl")
+paced = [json.loads(line) for line in open(paced_path) if line.strip()] if os.path.exists(paced_path) else []
+if paced:
+    for r in paced:
+        r["rate"], r["round"], r["target"] = r["label"].split(" ")
+    print("\n## Paced: each target at one offered rate, a new user's token per request (open loop)\n")
+    print("Latency runs from when each request fell due (no coordinated omission).\n")
+    print("| Rate | Round | Target | req/s | p50 | p99 | max | errors | unsent |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in paced:
+        print(f"| {r['rate']} | {r['round']} | {r['target']} | {r['rps']:.0f} | {r['p50_us']} µs | {r['p99_us']} µs | {r['max_us']} µs | {r['errors']} | {r['unsent']} |")
+    print()
+    print("Gateway / HAProxy at the same rate, medians of the per-round ratios (below 1: the gateway is better):\n")
+    print("| Rate | Gateway | Against | p50 | p99 | rounds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    by = {(r["rate"], r["round"], r["target"]): r for r in paced}
+    for rate in dict.fromkeys(r["rate"] for r in paced):
+        for g, t, _ in PAIRS:
+            pairs = [(by[(rate, rd, g)], by[(rate, rd, t)]) for (ra, rd, tg) in by if ra == rate and tg == g and (rate, rd, t) in by]
+            if pairs:
+                p50 = statistics.median(a["p50_us"] / b["p50_us"] for a, b in pairs)
+                p99 = statistics.median(a["p99_us"] / b["p99_us"] for a, b in pairs)
+                print(f"| {rate} | {g} | {t} | {fmt_ratio(p50)} | **{fmt_ratio(p99)}** | {len(pairs)} |")
+    print(f"\nErrors over the paced runs: {sum(r['errors'] for r in paced)}; requests never sent: {sum(r['unsent'] for r in paced)}.")
 
 
 def fenced(name, heading):

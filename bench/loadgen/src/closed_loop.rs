@@ -16,18 +16,20 @@ pub async fn run(
     connections: usize,
     duration: Duration,
     timeout: Duration,
+    bearers: client::Bearers,
 ) -> Result<(Samples, Duration), JoinError> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = JoinSet::new();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for _ in 0..connections {
-        let client = client.clone();
-        let target = target.clone();
+        let (client, target, bearers, sent) = (client.clone(), target.clone(), bearers.clone(), sent.clone());
         workers.spawn(async move {
             let mut samples = Samples::default();
             // A request started before the deadline is allowed to finish (bounded by `timeout`).
             while Instant::now() < deadline {
-                samples.record(client::get(&client, &target, Instant::now(), timeout).await);
+                let bearer = bearers.nth(sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                samples.record(client::get(&client, &target, bearer, Instant::now(), timeout).await);
             }
             samples
         });

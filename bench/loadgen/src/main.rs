@@ -44,6 +44,9 @@ struct Cli {
     /// Free text copied into the output, to tell runs apart.
     #[arg(long)]
     label: Option<String>,
+    /// Bearer tokens, one per line: each request carries the next (`Authorization: Bearer`).
+    #[arg(long)]
+    bearer_file: Option<std::path::PathBuf>,
 }
 
 fn http_url(s: &str) -> Result<Uri, String> {
@@ -96,7 +99,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> Result<Value, tokio::task::JoinError> {
+async fn run(cli: &Cli) -> Result<Value, String> {
+    let bearers = match &cli.bearer_file {
+        Some(path) => client::Bearers::load(path)?,
+        None => client::Bearers::default(),
+    };
     let duration = Duration::from_secs_f64(cli.duration);
     let timeout = Duration::from_millis(cli.timeout_ms);
     let mut out = serde_json::Map::new();
@@ -104,10 +111,11 @@ async fn run(cli: &Cli) -> Result<Value, tokio::task::JoinError> {
     out.insert("label".into(), json!(cli.label));
     out.insert("threads".into(), json!(cli.threads));
     out.insert("duration_s".into(), json!(cli.duration));
+    out.insert("bearer_tokens".into(), json!(bearers.len()));
     if let Some(rate) = cli.rate {
         let client = client::new(cli.max_in_flight);
         let plan = open_loop::Plan { rate, duration, max_in_flight: cli.max_in_flight, timeout };
-        let (samples, pacing, elapsed) = open_loop::run(client, cli.url.clone(), plan).await?;
+        let (samples, pacing, elapsed) = open_loop::run(client, cli.url.clone(), plan, bearers).await.map_err(|e| e.to_string())?;
         out.insert("mode".into(), json!("open"));
         out.insert("target_rps".into(), json!(rate));
         out.insert("max_in_flight".into(), json!(cli.max_in_flight));
@@ -121,7 +129,8 @@ async fn run(cli: &Cli) -> Result<Value, tokio::task::JoinError> {
         // `clap` guarantees one of --rate and --connections.
         let connections = cli.connections.unwrap_or(1);
         let client = client::new(connections);
-        let (samples, elapsed) = closed_loop::run(client, cli.url.clone(), connections, duration, timeout).await?;
+        let (samples, elapsed) =
+            closed_loop::run(client, cli.url.clone(), connections, duration, timeout, bearers).await.map_err(|e| e.to_string())?;
         out.insert("mode".into(), json!("closed"));
         out.insert("connections".into(), json!(connections));
         out.extend(samples.summarize(elapsed).to_json());

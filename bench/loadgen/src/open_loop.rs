@@ -43,11 +43,11 @@ pub struct Pacing {
     pub lag: Percentiles,
 }
 
-pub async fn run(client: HttpClient, target: Uri, plan: Plan) -> Result<(Samples, Pacing, Duration), JoinError> {
+pub async fn run(client: HttpClient, target: Uri, plan: Plan, bearers: client::Bearers) -> Result<(Samples, Pacing, Duration), JoinError> {
     let (results, mut received) = mpsc::unbounded_channel();
     let started = Instant::now();
     let handle = Handle::current();
-    let pacer = tokio::task::spawn_blocking(move || pace(&handle, &client, &target, plan, &results, started));
+    let pacer = tokio::task::spawn_blocking(move || pace(&handle, &client, &target, &bearers, plan, &results, started));
     let mut samples = Samples::default();
     // Ends once the pacer and every request it spawned have dropped their sender.
     while let Some(sample) = received.recv().await {
@@ -61,6 +61,7 @@ fn pace(
     handle: &Handle,
     client: &HttpClient,
     target: &Uri,
+    bearers: &client::Bearers,
     plan: Plan,
     results: &mpsc::UnboundedSender<Sample>,
     started: Instant,
@@ -86,9 +87,9 @@ fn pace(
         };
         lags_us.push(micros(due.elapsed()));
         sent += 1;
-        let (client, target, results) = (client.clone(), target.clone(), results.clone());
+        let (client, target, results, bearer) = (client.clone(), target.clone(), results.clone(), bearers.nth(i));
         handle.spawn(async move {
-            let sample = client::get(&client, &target, due, plan.timeout).await;
+            let sample = client::get(&client, &target, bearer, due, plan.timeout).await;
             drop(permit);
             // The receiver outlives every sender unless the whole run is being torn down.
             let _ = results.send(sample);
