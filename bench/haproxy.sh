@@ -340,8 +340,7 @@ if [[ -n $PACED_RATES ]]; then
                 target=${paced_targets[$(((i + round - 1) % n))]}
                 timeout $((DUR + 30)) "$LOADGEN" "$(url_of "$target")" --rate "$rate" --duration "$DUR" --threads "$THREADS" \
                     --bearer-file "$WORK/many.$(alg_of "$target")" --label "$rate $round $target" >>"$OUT/paced.jsonl"
-                tail -1 "$OUT/paced.jsonl" | python3 -c 'import json, sys; r = json.load(sys.stdin)
-print(f"paced {r[\"label\"]:<26} {r[\"rps\"]:8.0f} req/s  p50 {r[\"p50_us\"]:6d} us  p99 {r[\"p99_us\"]:6d} us  errors {r[\"errors\"]}  unsent {r[\"unsent\"]}")' >&2
+                tail -1 "$OUT/paced.jsonl" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("paced %-26s %8.0f req/s  p50 %6d us  p99 %6d us  errors %d  unsent %d" % (r["label"], r["rps"], r["p50_us"], r["p99_us"], r["errors"], r["unsent"]))' >&2
             done
         done
     done
