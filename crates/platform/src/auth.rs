@@ -521,6 +521,9 @@ fn verify_together(batch: &[Check], counters: &BatchCounters) -> Vec<bool> {
 /// unknown to whoever made the tokens). One key means one `A` term for the whole batch, where
 /// `ed25519_dalek::verify_batch` has one per signature: about 40 % less work per signature.
 /// Like [`check_one`] (and `verify_batch`) the equation is cofactorless; `s` must be canonical.
+/// The two can disagree only on a signature whose `R` has a small-order component and still
+/// satisfies the equation with `R` hashed as sent: only the key's holder (identity) can make
+/// one, since changing `R` of a genuine signature changes its challenge `k`.
 pub fn verify_one_key<'a>(key: &VerifyingKey, signed: impl IntoIterator<Item = (&'a [u8], &'a Signature)>) -> bool {
     use curve25519_dalek::edwards::CompressedEdwardsY;
     use curve25519_dalek::scalar::Scalar;
