@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod balance;
+pub mod batch;
 pub mod cache;
 pub mod clock;
 pub mod config;
