@@ -5,6 +5,7 @@ mod app;
 pub mod config;
 pub mod domain;
 pub mod events;
+mod grouped;
 mod live;
 mod routes;
 mod store;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use motorpool_platform::db::Migrations;
+use motorpool_platform::db::{Dialect, Migrations};
 use motorpool_platform::events::EventSpec;
 use motorpool_platform::service::{ServiceContext, ServiceDef, ServiceParts};
 use utoipa::OpenApi;
@@ -57,13 +58,14 @@ impl ServiceDef for ShopService {
             let demo = domain::catalog::demo_parts();
             store::seed_catalog(&db, &demo, &self.config.currency).await?;
             let shop = Arc::new(app::Shop {
-                db,
+                db: db.clone(),
                 outbox: ctx.outbox.clone(),
                 clock: ctx.clock.clone(),
                 peers: ctx.peers.clone(),
                 metrics: app::ShopMetrics::new(&ctx.metrics),
                 cfg: self.config,
                 releases: Arc::default(),
+                grouped: (db.dialect() == Dialect::Postgres).then(|| grouped::CartStatements::start(&db, &ctx.clock, &ctx.metrics)),
             });
             let state = routes::AppState { shop: shop.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
             let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());

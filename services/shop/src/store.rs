@@ -292,29 +292,56 @@ type AddViewRow = (
     Option<String>,
 );
 
+const ADD_VIEW_COLUMNS: &str = "c.id, c.user_id, c.checkout_order_id, c.updated_at, c.busy_until, \
+     p.code, p.name, p.description, p.category, p.price_minor, p.currency, p.models, l.quantity, l.hold_id";
+
+fn add_view(row: AddViewRow, now: i64) -> AddView {
+    let (id, user_id, checkout_order_id, updated_at, busy_until, code, name, description, category, price, currency, models, q, hold) = row;
+    let product = match (code, name, description, category, price, currency, models) {
+        (Some(code), Some(name), Some(description), Some(category), Some(price_minor), Some(currency), Some(models)) => {
+            Some(ProductRow { code, name, description, category, price_minor, currency, models })
+        }
+        _ => None,
+    };
+    AddView { cart: CartRow { id, user_id, checkout_order_id, updated_at }, busy: busy_until > now, product, line: q.zip(hold) }
+}
+
 /// The user's cart, the product and the cart's line of it, in one read (`None`: no cart yet).
 pub async fn view_for_add(db: &Db, user_id: &str, code: &str, now: i64) -> Result<Option<AddView>, sqlx::Error> {
-    let row: Option<AddViewRow> = sqlx::query_as(
-        "SELECT c.id, c.user_id, c.checkout_order_id, c.updated_at, c.busy_until, \
-         p.code, p.name, p.description, p.category, p.price_minor, p.currency, p.models, l.quantity, l.hold_id \
-         FROM carts c LEFT JOIN products p ON p.code = $2 \
-         LEFT JOIN cart_lines l ON l.cart_id = c.id AND l.product_code = $2 WHERE c.user_id = $1",
-    )
+    let row: Option<AddViewRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ADD_VIEW_COLUMNS} FROM carts c LEFT JOIN products p ON p.code = $2 \
+         LEFT JOIN cart_lines l ON l.cart_id = c.id AND l.product_code = $2 WHERE c.user_id = $1"
+    )))
     .bind(user_id)
     .bind(code)
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.map(
-        |(id, user_id, checkout_order_id, updated_at, busy_until, code, name, description, category, price, currency, models, q, hold)| {
-            let product = match (code, name, description, category, price, currency, models) {
-                (Some(code), Some(name), Some(description), Some(category), Some(price_minor), Some(currency), Some(models)) => {
-                    Some(ProductRow { code, name, description, category, price_minor, currency, models })
-                }
-                _ => None,
-            };
-            AddView { cart: CartRow { id, user_id, checkout_order_id, updated_at }, busy: busy_until > now, product, line: q.zip(hold) }
-        },
-    ))
+    Ok(row.map(|row| add_view(row, now)))
+}
+
+/// [`view_for_add`] of many (user, product code) pairs in one read, on PostgreSQL.
+pub async fn views_for_add(db: &Db, wanted: &[(String, String)], now: i64) -> Result<Vec<Option<AddView>>, sqlx::Error> {
+    let input: Vec<_> = wanted.iter().enumerate().map(|(n, (user, code))| serde_json::json!({"n": n, "u": user, "c": code})).collect();
+    // The item's index goes last: the view's columns keep their places.
+    let sql = format!(
+        "SELECT {ADD_VIEW_COLUMNS}, r.n FROM json_to_recordset($1::json) AS r(n bigint, u text, c text) \
+         JOIN carts c ON c.user_id = r.u LEFT JOIN products p ON p.code = r.c \
+         LEFT JOIN cart_lines l ON l.cart_id = c.id AND l.product_code = r.c"
+    );
+    let mut out = vec![None; wanted.len()];
+    for row in sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json_text(&input)?).fetch_all(db.pool()).await? {
+        let n: i64 = sqlx::Row::try_get(&row, 14)?;
+        let view: AddViewRow = sqlx::FromRow::from_row(&row)?;
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| out.get_mut(n)) {
+            *slot = Some(add_view(view, now));
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON document as the text a statement takes it in.
+fn json_text(value: &impl serde::Serialize) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Writes a new line with its hold if the cart has no line of the product, is not frozen by a
@@ -364,6 +391,45 @@ pub async fn insert_new_line(
     Ok(written)
 }
 
+/// A line [`insert_new_lines`] writes if its cart is idle and still lacks the product.
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    pub cart_id: String,
+    pub code: String,
+    pub quantity: i64,
+    pub hold_id: String,
+    pub expires_at: i64,
+}
+
+/// [`insert_new_line`] of many lines of distinct carts in one statement, on PostgreSQL: for
+/// each, whether it was written.
+///
+/// The carts are locked in the order of their ids before any is changed, so two such
+/// statements (of two replicas, say) wait for each other rather than deadlock; a lease taken
+/// meanwhile is seen exactly as by the one-line statement. A line is written only with its
+/// product, so no line can fail the statement for the others.
+pub async fn insert_new_lines(db: &Db, lines: &[NewLine], now: i64) -> Result<Vec<bool>, sqlx::Error> {
+    let input: Vec<_> = lines
+        .iter()
+        .map(|l| serde_json::json!({"cart": l.cart_id, "code": l.code, "q": l.quantity, "hold": l.hold_id, "exp": l.expires_at}))
+        .collect();
+    let written: Vec<String> = sqlx::query_scalar(
+        "WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(cart text, code text, q bigint, hold text, exp bigint)), \
+         k AS (SELECT id FROM carts WHERE id IN (SELECT cart FROM r) AND busy_until <= $2 AND checkout_order_id IS NULL \
+               ORDER BY id FOR UPDATE), \
+         c AS (UPDATE carts SET updated_at = $2 FROM k WHERE carts.id = k.id RETURNING carts.id), \
+         i AS (INSERT INTO cart_lines (cart_id, product_code, quantity, hold_id, hold_expires_at, added_at) \
+               SELECT r.cart, r.code, r.q, r.hold, r.exp, $2 FROM r JOIN c ON c.id = r.cart JOIN products p ON p.code = r.code \
+               ON CONFLICT (cart_id, product_code) DO NOTHING RETURNING hold_id) \
+         SELECT hold_id FROM i",
+    )
+    .bind(json_text(&input)?)
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(lines.iter().map(|l| written.contains(&l.hold_id)).collect())
+}
+
 /// What [`remove_line`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -382,11 +448,10 @@ pub enum Removal {
 /// Removes the product's line from the user's cart and queues its hold for release, unless a
 /// checkout froze the cart or a leased change is running on it; one statement on PostgreSQL.
 pub async fn remove_line(db: &Db, user_id: &str, code: &str, now: i64) -> Result<Removal, sqlx::Error> {
-    type Row = (String, String, Option<String>, i64, i64, bool, Option<String>);
     if db.dialect() == Dialect::Postgres {
         // `c` locks the cart row (waiting for a lease being taken and re-checking it); `s` is
         // the row as the statement found it, to tell a frozen or busy cart from no cart.
-        let row: Option<Row> = sqlx::query_as(
+        let row: Option<RemovalRow> = sqlx::query_as(
             "WITH c AS (UPDATE carts SET updated_at = $3 WHERE user_id = $1 AND busy_until <= $3 AND checkout_order_id IS NULL \
                         RETURNING id), \
              d AS (DELETE FROM cart_lines l USING c WHERE l.cart_id = c.id AND l.product_code = $2 RETURNING l.cart_id, l.hold_id), \
@@ -400,17 +465,7 @@ pub async fn remove_line(db: &Db, user_id: &str, code: &str, now: i64) -> Result
         .bind(now)
         .fetch_optional(db.pool())
         .await?;
-        let Some((id, user_id, checkout_order_id, updated_at, _busy_until, changed, hold)) = row else {
-            return Ok(Removal::NoCart);
-        };
-        let cart = CartRow { id, user_id, checkout_order_id, updated_at };
-        return Ok(match (changed, hold) {
-            (true, Some(hold_id)) => Removal::Removed { cart: CartRow { updated_at: now, ..cart }, hold_id },
-            (true, None) => Removal::NotInCart(cart),
-            // Frozen or leased as the statement found it, or changed by another statement meanwhile.
-            (false, _) if cart.checkout_order_id.is_some() => Removal::Frozen(cart),
-            (false, _) => Removal::Busy,
-        });
+        return Ok(row.map_or(Removal::NoCart, |row| removal(row, now)));
     }
     let mut tx = db.begin_write().await?;
     let row: Option<(String, String, Option<String>, i64, i64)> =
@@ -435,6 +490,54 @@ pub async fn remove_line(db: &Db, user_id: &str, code: &str, now: i64) -> Result
     touch_cart(&mut tx, &cart.id, now).await?;
     tx.commit().await?;
     Ok(Removal::Removed { cart: CartRow { updated_at: now, ..cart }, hold_id })
+}
+
+/// What the removal statements give per item: the cart as found, whether the statement
+/// changed it, and the hold of the line it deleted.
+type RemovalRow = (String, String, Option<String>, i64, i64, bool, Option<String>);
+
+fn removal(row: RemovalRow, now: i64) -> Removal {
+    let (id, user_id, checkout_order_id, updated_at, _busy_until, changed, hold) = row;
+    let cart = CartRow { id, user_id, checkout_order_id, updated_at };
+    match (changed, hold) {
+        (true, Some(hold_id)) => Removal::Removed { cart: CartRow { updated_at: now, ..cart }, hold_id },
+        (true, None) => Removal::NotInCart(cart),
+        // Frozen or leased as the statement found it, or changed by another statement meanwhile.
+        (false, _) if cart.checkout_order_id.is_some() => Removal::Frozen(cart),
+        (false, _) => Removal::Busy,
+    }
+}
+
+/// [`remove_line`] for many (user, product code) pairs of distinct users in one statement, on
+/// PostgreSQL; the carts are locked in the order of their ids, as by [`insert_new_lines`].
+pub async fn remove_lines(db: &Db, wanted: &[(String, String)], now: i64) -> Result<Vec<Removal>, sqlx::Error> {
+    let input: Vec<_> = wanted.iter().enumerate().map(|(n, (user, code))| serde_json::json!({"n": n, "u": user, "c": code})).collect();
+    let rows = sqlx::query(
+        "WITH r AS (SELECT * FROM json_to_recordset($1::json) AS r(n bigint, u text, c text)), \
+         k AS (SELECT id FROM carts WHERE user_id IN (SELECT u FROM r) AND busy_until <= $2 AND checkout_order_id IS NULL \
+               ORDER BY id FOR UPDATE), \
+         c AS (UPDATE carts SET updated_at = $2 FROM k WHERE carts.id = k.id RETURNING carts.id, carts.user_id), \
+         d AS (DELETE FROM cart_lines l USING c, r WHERE l.cart_id = c.id AND r.u = c.user_id AND l.product_code = r.c \
+               RETURNING l.cart_id, l.product_code, l.hold_id), \
+         q AS (INSERT INTO hold_releases (hold_id, owner, next_at, created_at) SELECT hold_id, 'cart:' || cart_id, $2, $2 FROM d \
+               ON CONFLICT (hold_id) DO NOTHING) \
+         SELECT s.id, s.user_id, s.checkout_order_id, s.updated_at, s.busy_until, c.id IS NOT NULL, d.hold_id, r.n \
+         FROM r JOIN carts s ON s.user_id = r.u LEFT JOIN c ON c.id = s.id LEFT JOIN d ON d.cart_id = s.id AND d.product_code = r.c",
+    )
+    .bind(json_text(&input)?)
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = vec![Removal::NoCart; wanted.len()];
+    for row in rows {
+        // The item's index is last, after the removal's columns.
+        let n: i64 = sqlx::Row::try_get(&row, 7)?;
+        let found: RemovalRow = sqlx::FromRow::from_row(&row)?;
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| out.get_mut(n)) {
+            *slot = removal(found, now);
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes the lines backed by these holds (an order took them, or they are gone).
