@@ -4,7 +4,7 @@
 # (bench/inventory-hold.sql) against the service's own database — in one run.
 #
 #   bench/inventory.sh            # 32 clients, 10 s per phase (after 2 s unmeasured)
-#   CLIENTS=16 SECS=20 WARMUP=5 bench/inventory.sh
+#   CLIENTS=16 SECS=20 WARMUP=5 POOL=32 bench/inventory.sh
 #
 # Phases, each on one hot SKU and on many (MANY, 1,000): gRPC straight to inventory (Hold,
 # Release); through the gateway as shoppers (add to cart, remove from cart; the shop holds and
@@ -25,6 +25,12 @@ CLIENTS="${CLIENTS:-32}"
 SECS="${SECS:-10}"
 WARMUP="${WARMUP:-2}"
 MANY="${MANY:-1000}"
+# Pooled PostgreSQL connections per service: the platform's default. 32 per service (five
+# services) put over a hundred backends on two cores; see REPORT-inventory.md.
+POOL="${POOL:-16}"
+# pgbench's clients (its ceiling at the services' 32 clients by default).
+PGBENCH_CLIENTS="${PGBENCH_CLIENTS:-$CLIENTS}"
+export POOL PGBENCH_CLIENTS
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 RUN="mpinv$(date +%s)"
 WORK="$(mktemp -d)"
@@ -40,7 +46,8 @@ BIN="$CARGO_TARGET_DIR/release"
 
 GW=127.0.0.1:18181
 INV=127.0.0.1:18191
-for addr in $GW $INV; do
+SHOP_ADDR=127.0.0.1:18192
+for addr in $GW $INV $SHOP_ADDR; do
   if curl -s -o /dev/null "http://$addr/" 2>/dev/null; then echo "$addr is taken" >&2; exit 1; fi
 done
 
@@ -56,7 +63,7 @@ trap cleanup EXIT
 "$BIN/motorpool" "${CMD[@]}" \
   --set data_dir="$WORK" --set log.level=warn \
   --set storage.backend=postgres --set storage.postgres_url="$PG" --set storage.database_prefix="$RUN" \
-  --set storage.max_connections=32 \
+  --set storage.max_connections="$POOL" \
   --set events.backend=nats --set events.namespace="$RUN" \
   --set cache.backend=redis --set cache.namespace="$RUN" --set discovery.backend=redis \
   --set gateway.rate_limit_enabled=false \
@@ -64,7 +71,7 @@ trap cleanup EXIT
   --set identity.bootstrap_admin_email=bench-admin@motorpool.local \
   --set identity.bootstrap_admin_password=bench-admin-password \
   --set listen.gateway=$GW --set listen.inventory=$INV \
-  --set listen.identity=127.0.0.1:0 --set listen.payments=127.0.0.1:0 --set listen.shop=127.0.0.1:0 \
+  --set listen.identity=127.0.0.1:0 --set listen.payments=127.0.0.1:0 --set listen.shop=$SHOP_ADDR \
   --set listen.notifications=127.0.0.1:0 \
   2>"$WORK/motorpool.log" &
 MP_PID=$!
@@ -133,16 +140,25 @@ bench() {
 }
 # The sum of one of inventory's counters over its label sets.
 counter() { curl -fs "http://$INV/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { print s + 0 }'; }
+# The shop's grouped cart statements: "kind statements items" per kind of statement.
+groups() {
+  curl -fs "http://$SHOP_ADDR/metrics" | awk '/^shop_grouped_(statements|items)_total[{]/ {
+    match($1, /kind="[^"]*"/); k = substr($1, RSTART + 6, RLENGTH - 7)
+    if ($1 ~ /^shop_grouped_items/) items[k] = $NF; else stmts[k] = $NF
+  } END { for (k in stmts) print k, stmts[k], items[k] + 0 }'
+}
 run() {
   bench --mode "$1" --skus "$2" --setup-only >/dev/null
   settle_db
   others "$1_$2_start"
   local batches holds
   batches=$(counter inventory_release_batches_total) holds=$(counter inventory_release_batch_holds_total)
+  groups >"$WORK/groups_$1_$2.start"
   bench --mode "$1" --skus "$2" --clients "$CLIENTS" --duration-secs "$SECS" --warmup-secs "$WARMUP"
   # The shop's release queue sends its releases in batches: their mean size this phase.
   echo "$(( $(counter inventory_release_batches_total) - batches )) $(( $(counter inventory_release_batch_holds_total) - holds ))" \
     >"$WORK/batches_$1_$2"
+  groups >"$WORK/groups_$1_$2.end"
   others "$1_$2_end"
 }
 # The gateway phases need the shop's cart; wait for its catalog to be served.
@@ -181,7 +197,7 @@ pgb() {
   others "pgbench_$1_start"
   pgbench -n -M prepared -f bench/inventory-hold.sql -D skus="$1" -D now="$(date +%s%3N)" \
     -D "created=$CREATED" -D "low=$LOW" -D "released=$RELEASED" \
-    -c "$CLIENTS" -j 2 -T "$SECS" -l --log-prefix="$WORK/pgb$1" "$PG/${RUN}_inventory" 2>"$WORK/pgb$1.err" >"$WORK/pgb$1.out" \
+    -c "$PGBENCH_CLIENTS" -j 2 -T "$SECS" -l --log-prefix="$WORK/pgb$1" "$PG/${RUN}_inventory" 2>"$WORK/pgb$1.err" >"$WORK/pgb$1.out" \
     || { cat "$WORK/pgb$1.err" >&2; exit 1; }
   others "pgbench_$1_end"
   # Nothing may be left held: every script run released what it held.
@@ -215,7 +231,7 @@ PY
   others "pgbench_batch_$1_start"
   pgbench -n -M prepared -f "$WORK/batch$1.sql" -D skus="$1" -D b="$b" -D now="$(date +%s%3N)" \
     -D "created=$CREATED" -D "low=$LOW" -D "released=$RELEASED" \
-    -c "$CLIENTS" -j 2 -T "$SECS" "$PG/${RUN}_inventory" 2>"$WORK/pgbb$1.err" >"$WORK/pgbb$1.out" \
+    -c "$PGBENCH_CLIENTS" -j 2 -T "$SECS" "$PG/${RUN}_inventory" 2>"$WORK/pgbb$1.err" >"$WORK/pgbb$1.out" \
     || { cat "$WORK/pgbb$1.err" >&2; exit 1; }
   others "pgbench_batch_$1_end"
   psql "$PG/${RUN}_inventory" -Atc \
@@ -269,7 +285,8 @@ for name, (t1, idle1, own1) in marks.items():
         capacity = (t1 - start[0]) * hz * cores
         others[name[:-4]] = {"others_cpu_pct": round(max(0.0, capacity - (idle1 - start[1]) - (own1 - start[2])) / capacity * 100, 1),
                              "own_cpu_pct": round((own1 - start[2]) / capacity * 100, 1)}
-res = {"services": services, "clients": clients, "seconds": secs, "pgbench": list(pg.values()),
+res = {"services": services, "clients": clients, "pgbench_clients": int(os.environ["PGBENCH_CLIENTS"]),
+       "pool_per_service": int(os.environ["POOL"]), "seconds": secs, "pgbench": list(pg.values()),
        "pgbench_batched": list(pgb.values()), "release_batches": batches, "phases": phases, "others": others}
 targets = {"grpc": 0.50, "gateway": 0.30}
 ms = lambda us: f"{us / 1000:.2f}"
@@ -303,6 +320,15 @@ for name, r in phases.items():
           f"refused {sum(r['refused'].values())}{' ' + str(r['refused']) if r['refused'] else ''}, errors {r['errors']}, oversold SKUs {st['oversold_skus']}, quantity changed {st['quantity_changed_skus']}, "
           f"held at end {st['held_at_end']} -> {st['held_after']} after {st['drain_ms']} ms, consistent {r['consistent']} {busy(name)}"
           + (f"; vs pgbench with single releases {r['vs_pgbench_single_release']:.0%}" if ceiling != single else ""))
+    # How many cart changes the shop's grouped statements carried each, this phase.
+    start, end = (f"{work}/groups_{name}.{e}" for e in ("start", "end"))
+    if os.path.exists(start) and os.path.exists(end):
+        read = lambda f: {k: (int(a), int(b)) for k, a, b in (line.split() for line in open(f) if line.strip())}
+        a, b = read(start), read(end)
+        r["shop_grouped"] = {k: {"statements": b[k][0] - a.get(k, (0, 0))[0], "items": b[k][1] - a.get(k, (0, 0))[1]} for k in b}
+        if any(g["statements"] for g in r["shop_grouped"].values()):
+            print("  shop's grouped statements, changes per statement: " + ", ".join(
+                f"{k} {g['items'] / g['statements']:.2f} ({g['statements']} statements)" for k, g in sorted(r["shop_grouped"].items()) if g["statements"]))
 json.dump(res, open(out, "w"), indent=2)
 print(f"written to {out}")
 PY
