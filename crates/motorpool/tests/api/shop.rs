@@ -432,6 +432,49 @@ async fn concurrent_changes_to_one_cart_keep_its_lines_and_holds_in_step() {
     app.cleanup().await;
 }
 
+#[tokio::test]
+async fn many_carts_changed_at_once_each_get_their_own_outcome() {
+    // On PostgreSQL concurrent adds and removals of different carts share statements: each
+    // cart must still get exactly the answer it would have had alone.
+    let app = spawn_admin().await;
+    let api = Edge::of(&app);
+    let admin = app.admin_token().await;
+    let tokens = api.customers("crowd", 40).await;
+    let [p, q]: [String; 2] = api.product_codes(2).await.try_into().unwrap();
+    api.put_stock(&admin, &p, 1000).await;
+    api.put_stock(&admin, &q, 1000).await;
+    let mine = |i: usize| if i % 2 == 0 { &p } else { &q };
+
+    let adds = tokens.iter().enumerate().map(|(i, t)| {
+        let api = &api;
+        async move { api.add(t, mine(i), 1 + (i as i64 % 3)).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(adds).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    api.wait_held(&admin, &p, (0..40).filter(|i| i % 2 == 0).map(|i| 1 + (i as i64 % 3)).sum()).await;
+    api.wait_held(&admin, &q, (0..40).filter(|i| i % 2 == 1).map(|i| 1 + (i as i64 % 3)).sum()).await;
+
+    // Everyone removes `p` at once: half of the carts have it, half do not.
+    let removals = tokens.iter().map(|t| {
+        let (api, p) = (&api, &p);
+        async move { api.send(Method::DELETE, &format!("/api/cart/items/{p}"), Some(t), None).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(removals).await;
+    for (i, status) in statuses.iter().enumerate() {
+        assert_eq!(*status, if i % 2 == 0 { 204 } else { 404 }, "customer {i}: {statuses:?}");
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let cart = api.cart(t).await;
+        assert!(line_of(&cart, &p).is_none(), "customer {i}: {cart}");
+        let q_line = line_of(&cart, &q).map(|l| l["quantity"].as_i64().unwrap());
+        assert_eq!(q_line, (i % 2 == 1).then_some(1 + (i as i64 % 3)), "customer {i}: {cart}");
+    }
+    api.wait_held(&admin, &p, 0).await;
+    api.wait_held(&admin, &q, (0..40).filter(|i| i % 2 == 1).map(|i| 1 + (i as i64 % 3)).sum()).await;
+    api.assert_consistent(&admin).await;
+    app.cleanup().await;
+}
+
 /// Each token adds `quantity_of(i)` units of `code` at once; `(quantity, response status,
 /// body)` per client.
 async fn rush(api: &Edge, tokens: &[String], code: &str, quantity_of: impl Fn(usize) -> i64) -> Vec<(i64, u16, Value)> {
