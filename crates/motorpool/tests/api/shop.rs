@@ -443,16 +443,19 @@ async fn many_carts_changed_at_once_each_get_their_own_outcome() {
     let [p, q]: [String; 2] = api.product_codes(2).await.try_into().unwrap();
     api.put_stock(&admin, &p, 1000).await;
     api.put_stock(&admin, &q, 1000).await;
-    let mine = |i: usize| if i % 2 == 0 { &p } else { &q };
+    // Even customers put `p` in their carts, odd ones `q`, one to three units each.
+    let has_p = |i: usize| i.is_multiple_of(2);
+    let units = |i: usize| 1 + (i as i64 % 3);
+    let held = |want_p: bool| (0..40).filter(|i| has_p(*i) == want_p).map(units).sum::<i64>();
 
     let adds = tokens.iter().enumerate().map(|(i, t)| {
-        let api = &api;
-        async move { api.add(t, mine(i), 1 + (i as i64 % 3)).await.status().as_u16() }
+        let (api, code) = (&api, if has_p(i) { &p } else { &q });
+        async move { api.add(t, code, units(i)).await.status().as_u16() }
     });
     let statuses = futures::future::join_all(adds).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
-    api.wait_held(&admin, &p, (0..40).filter(|i| i % 2 == 0).map(|i| 1 + (i as i64 % 3)).sum()).await;
-    api.wait_held(&admin, &q, (0..40).filter(|i| i % 2 == 1).map(|i| 1 + (i as i64 % 3)).sum()).await;
+    api.wait_held(&admin, &p, held(true)).await;
+    api.wait_held(&admin, &q, held(false)).await;
 
     // Everyone removes `p` at once: half of the carts have it, half do not.
     let removals = tokens.iter().map(|t| {
@@ -461,16 +464,16 @@ async fn many_carts_changed_at_once_each_get_their_own_outcome() {
     });
     let statuses = futures::future::join_all(removals).await;
     for (i, status) in statuses.iter().enumerate() {
-        assert_eq!(*status, if i % 2 == 0 { 204 } else { 404 }, "customer {i}: {statuses:?}");
+        assert_eq!(*status, if has_p(i) { 204 } else { 404 }, "customer {i}: {statuses:?}");
     }
     for (i, t) in tokens.iter().enumerate() {
         let cart = api.cart(t).await;
         assert!(line_of(&cart, &p).is_none(), "customer {i}: {cart}");
         let q_line = line_of(&cart, &q).map(|l| l["quantity"].as_i64().unwrap());
-        assert_eq!(q_line, (i % 2 == 1).then_some(1 + (i as i64 % 3)), "customer {i}: {cart}");
+        assert_eq!(q_line, (!has_p(i)).then_some(units(i)), "customer {i}: {cart}");
     }
     api.wait_held(&admin, &p, 0).await;
-    api.wait_held(&admin, &q, (0..40).filter(|i| i % 2 == 1).map(|i| 1 + (i as i64 % 3)).sum()).await;
+    api.wait_held(&admin, &q, held(false)).await;
     api.assert_consistent(&admin).await;
     app.cleanup().await;
 }
