@@ -271,50 +271,46 @@ mod tests {
         assert!(statements.iter().any(|s| s.len() == 3), "the three keys went together: {statements:?}");
     }
 
-    #[tokio::test]
-    async fn a_statement_the_database_refused_runs_its_items_one_by_one() {
+    /// Six calls queued behind a first one, with every many-item statement failing with
+    /// `fail`: the six outcomes, the first call's and the statements that ran.
+    async fn six_behind_one(fail: fn() -> sqlx::Error) -> (Vec<Result<u32, sqlx::Error>>, u32, Vec<Vec<String>>) {
         let m = Metrics::new("t");
         let recorder = Recorder::default();
-        *recorder.fail_many.lock().unwrap() = Some(|| sqlx::Error::Database(Box::new(Refused)));
+        *recorder.fail_many.lock().unwrap() = Some(fail);
         let grouped = Arc::new(Grouped::start(recorder, 8, 1, counters(&m)));
-        let block = {
+        // The first call occupies the only slot, so the next six queue together.
+        let first = {
             let grouped = grouped.clone();
-            tokio::spawn(async move { grouped.run(("block".into(), 1)).await })
+            tokio::spawn(async move { grouped.run(("first".into(), 1)).await })
         };
         tokio::task::yield_now().await;
         let calls = (0..6u32).map(|i| {
             let grouped = grouped.clone();
             tokio::spawn(async move { grouped.run((format!("k{i}"), i)).await })
         });
-        let outs: Vec<u32> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
-        assert_eq!(outs, vec![0, 10, 20, 30, 40, 50]);
-        assert_eq!(block.await.unwrap().unwrap(), 10);
+        let outcomes = futures::future::join_all(calls).await.into_iter().map(Result::unwrap).collect();
+        let first = first.await.unwrap().unwrap();
         let statements = grouped.group.statements.lock().unwrap().clone();
+        (outcomes, first, statements)
+    }
+
+    #[tokio::test]
+    async fn a_statement_the_database_refused_runs_its_items_one_by_one() {
+        let (outcomes, first, statements) = six_behind_one(|| sqlx::Error::Database(Box::new(Refused))).await;
+        let outs: Vec<u32> = outcomes.into_iter().map(Result::unwrap).collect();
+        assert_eq!(outs, vec![0, 10, 20, 30, 40, 50]);
+        assert_eq!(first, 10);
         assert!(statements.iter().all(|s| s.len() == 1), "every item ran alone: {statements:?}");
         assert_eq!(statements.len(), 7);
     }
 
     #[tokio::test]
     async fn a_statement_lost_with_its_connection_is_not_run_again() {
-        let m = Metrics::new("t");
-        let recorder = Recorder::default();
-        *recorder.fail_many.lock().unwrap() = Some(|| sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
-        let grouped = Arc::new(Grouped::start(recorder, 8, 1, counters(&m)));
-        let block = {
-            let grouped = grouped.clone();
-            tokio::spawn(async move { grouped.run(("block".into(), 1)).await })
-        };
-        tokio::task::yield_now().await;
-        let calls = (0..6u32).map(|i| {
-            let grouped = grouped.clone();
-            tokio::spawn(async move { grouped.run((format!("k{i}"), i)).await })
-        });
-        for r in futures::future::join_all(calls).await {
-            let e = r.unwrap().expect_err("the shared statement failed");
+        let (outcomes, _, statements) = six_behind_one(|| sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))).await;
+        for outcome in outcomes {
+            let e = outcome.expect_err("the shared statement failed");
             assert!(crate::db::is_unavailable(&e), "still classed as the database being away: {e}");
         }
-        block.await.unwrap().unwrap();
-        let statements = grouped.group.statements.lock().unwrap().clone();
-        assert_eq!(statements, vec![vec!["block".to_string()]], "nothing ran again after the lost statement");
+        assert_eq!(statements, vec![vec!["first".to_string()]], "nothing ran again after the lost statement");
     }
 }
