@@ -41,10 +41,12 @@ pub struct GroupCounters {
     pub items: Counter,
 }
 
-/// Runs a [`Group`]'s items, at most `max` per statement and `in_flight` statements at once.
+/// Runs a [`Group`]'s items, at most `max` per statement and `in_flight` statements at once
+/// (or each on its own, if made with [`Grouped::direct`]).
 pub struct Grouped<G: Group> {
     group: Arc<G>,
-    queue: mpsc::UnboundedSender<Job<G>>,
+    /// `None`: every item runs alone, at once.
+    queue: Option<mpsc::UnboundedSender<Job<G>>>,
 }
 
 impl<G: Group> Grouped<G> {
@@ -53,13 +55,20 @@ impl<G: Group> Grouped<G> {
         let group = Arc::new(group);
         let (queue, jobs) = mpsc::unbounded_channel();
         tokio::spawn(compose(group.clone(), jobs, max.max(1), in_flight.max(1), counters));
-        Self { group, queue }
+        Self { group, queue: Some(queue) }
+    }
+
+    /// Runs every item on its own, at once: for a database that gains nothing from grouping
+    /// (SQLite takes one writer at a time anyway).
+    pub fn direct(group: G) -> Self {
+        Self { group: Arc::new(group), queue: None }
     }
 
     /// Runs `item` in the next statement of its kind.
     pub async fn run(&self, item: G::Item) -> Result<G::Output, sqlx::Error> {
+        let Some(queue) = &self.queue else { return self.group.one(&item).await };
         let (done, outcome) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.queue.send(Job { item, done }) {
+        if let Err(mpsc::error::SendError(job)) = queue.send(Job { item, done }) {
             // The task is gone (its runtime is shutting down): run it here.
             return self.group.one(&job.item).await;
         }
@@ -269,6 +278,19 @@ mod tests {
             assert_eq!(distinct.len(), s.len(), "a key twice in one statement: {s:?}");
         }
         assert!(statements.iter().any(|s| s.len() == 3), "the three keys went together: {statements:?}");
+    }
+
+    #[tokio::test]
+    async fn a_direct_group_runs_each_item_alone() {
+        let grouped = Arc::new(Grouped::direct(Recorder::default()));
+        let calls = (0..5u32).map(|i| {
+            let grouped = grouped.clone();
+            tokio::spawn(async move { grouped.run((format!("k{i}"), i)).await.unwrap() })
+        });
+        let outs: Vec<u32> = futures::future::join_all(calls).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(outs, vec![0, 10, 20, 30, 40]);
+        let statements = grouped.group.statements.lock().unwrap().clone();
+        assert!(statements.len() == 5 && statements.iter().all(|s| s.len() == 1), "{statements:?}");
     }
 
     /// Six calls queued behind a first one, with every many-item statement failing with

@@ -153,8 +153,8 @@ pub struct Shop {
     pub metrics: ShopMetrics,
     /// Wakes the release task after a removal.
     pub releases: Arc<Notify>,
-    /// The cart's hot statements grouped across concurrent requests (PostgreSQL only).
-    pub grouped: Option<crate::grouped::CartStatements>,
+    /// The cart's hot statements, grouped across concurrent requests on PostgreSQL.
+    pub cart: crate::grouped::CartStatements,
 }
 
 /// How long one cart change may hold the cart's lease.
@@ -367,7 +367,7 @@ impl Shop {
     async fn remove(&self, user_id: &str, code: &str) -> Result<(CartRow, Applied), ShopError> {
         let mut waited = Duration::ZERO;
         loop {
-            match self.remove_line(user_id, code).await? {
+            match self.cart.removals.run((user_id.to_owned(), code.to_owned())).await? {
                 store::Removal::Removed { cart, .. } => {
                     self.releases.notify_one();
                     return Ok((cart, Applied::Confirmed(None)));
@@ -392,7 +392,7 @@ impl Shop {
     /// when that does not apply or the write lost a race (its fresh hold is then queued for
     /// release): the caller takes the leased path.
     async fn add_new_line(&self, user_id: &str, code: &str, quantity: i64) -> Result<Option<(CartRow, Applied)>, ShopError> {
-        let Some(view) = self.view_for_add(user_id, code).await? else {
+        let Some(view) = self.cart.views.run((user_id.to_owned(), code.to_owned())).await? else {
             return Ok(None);
         };
         if view.busy || view.line.is_some() || view.cart.checkout_order_id.is_some() {
@@ -419,7 +419,7 @@ impl Shop {
             hold_id: hold.hold_id.clone(),
             expires_at: hold.expires_at_ms,
         };
-        if self.insert_new_line(line).await? {
+        if self.cart.inserts.run(line).await? {
             return Ok(Some((cart, Applied::Confirmed(Some(LineRow::held(product, quantity, hold))))));
         }
         let mut tx = self.db.begin_write().await?;
@@ -427,30 +427,6 @@ impl Shop {
         tx.commit().await?;
         self.releases.notify_one();
         Ok(None)
-    }
-
-    async fn view_for_add(&self, user_id: &str, code: &str) -> Result<Option<store::AddView>, sqlx::Error> {
-        match &self.grouped {
-            Some(g) => g.views.run((user_id.to_owned(), code.to_owned())).await,
-            None => store::view_for_add(&self.db, user_id, code, self.clock.now_ms()).await,
-        }
-    }
-
-    async fn insert_new_line(&self, l: store::NewLine) -> Result<bool, sqlx::Error> {
-        match &self.grouped {
-            Some(g) => g.inserts.run(l).await,
-            None => {
-                let now = self.clock.now_ms();
-                store::insert_new_line(&self.db, &l.cart_id, &l.code, l.quantity, &l.hold_id, l.expires_at, now).await
-            }
-        }
-    }
-
-    async fn remove_line(&self, user_id: &str, code: &str) -> Result<store::Removal, sqlx::Error> {
-        match &self.grouped {
-            Some(g) => g.removals.run((user_id.to_owned(), code.to_owned())).await,
-            None => store::remove_line(&self.db, user_id, code, self.clock.now_ms()).await,
-        }
     }
 
     /// Adds to or sets a line, asking inventory for the units first.

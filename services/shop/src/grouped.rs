@@ -4,7 +4,7 @@
 
 use motorpool_platform::batch::{Group, GroupCounters, Grouped};
 use motorpool_platform::clock::Clock;
-use motorpool_platform::db::Db;
+use motorpool_platform::db::{Db, Dialect};
 use motorpool_platform::metrics::Metrics;
 
 use crate::store::{self, AddView, NewLine, Removal};
@@ -21,7 +21,15 @@ pub struct CartStatements {
 }
 
 impl CartStatements {
+    /// Grouped on PostgreSQL; on SQLite each statement runs on its own.
     pub fn start(db: &Db, clock: &Clock, metrics: &Metrics) -> Self {
+        if db.dialect() != Dialect::Postgres {
+            return Self {
+                views: Grouped::direct(AddViews { db: db.clone(), clock: clock.clone() }),
+                inserts: Grouped::direct(LineInserts { db: db.clone(), clock: clock.clone() }),
+                removals: Grouped::direct(LineRemovals { db: db.clone(), clock: clock.clone() }),
+            };
+        }
         let counters = |kind| GroupCounters {
             statements: metrics.counter("shop_grouped_statements_total", "Grouped cart statements run, by kind", &[("kind", kind)]),
             items: metrics.counter("shop_grouped_items_total", "Cart changes those statements carried, by kind", &[("kind", kind)]),
@@ -68,7 +76,7 @@ impl Group for LineInserts {
         &item.cart_id
     }
     async fn one(&self, l: &Self::Item) -> Result<bool, sqlx::Error> {
-        store::insert_new_line(&self.db, &l.cart_id, &l.code, l.quantity, &l.hold_id, l.expires_at, self.clock.now_ms()).await
+        store::insert_new_line(&self.db, l, self.clock.now_ms()).await
     }
     async fn many(&self, items: &[Self::Item]) -> Result<Vec<bool>, sqlx::Error> {
         store::insert_new_lines(&self.db, items, self.clock.now_ms()).await

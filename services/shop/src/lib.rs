@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use motorpool_platform::db::{Dialect, Migrations};
+use motorpool_platform::db::Migrations;
 use motorpool_platform::events::EventSpec;
 use motorpool_platform::service::{ServiceContext, ServiceDef, ServiceParts};
 use utoipa::OpenApi;
@@ -65,7 +65,7 @@ impl ServiceDef for ShopService {
                 metrics: app::ShopMetrics::new(&ctx.metrics),
                 cfg: self.config,
                 releases: Arc::default(),
-                grouped: (db.dialect() == Dialect::Postgres).then(|| grouped::CartStatements::start(&db, &ctx.clock, &ctx.metrics)),
+                cart: grouped::CartStatements::start(&db, &ctx.clock, &ctx.metrics),
             });
             let state = routes::AppState { shop: shop.clone(), verifier: ctx.verifier.clone(), shutdown: ctx.shutdown.clone() };
             let mut parts = ServiceParts::new(routes::router(state), routes::ApiDoc::openapi());

@@ -344,26 +344,28 @@ fn json_text(value: &impl serde::Serialize) -> Result<String, sqlx::Error> {
     serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
+/// A line [`insert_new_line`] writes if its cart is idle and still lacks the product.
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    pub cart_id: String,
+    pub code: String,
+    pub quantity: i64,
+    pub hold_id: String,
+    pub expires_at: i64,
+}
+
 /// Writes a new line with its hold if the cart has no line of the product, is not frozen by a
 /// checkout and no leased change is running on it; `false` (nothing written) otherwise.
 ///
 /// On PostgreSQL this is one statement. Its update of the cart row locks the row, so it either
 /// sees a lease taken before it (and writes nothing) or makes a lease taken after it wait until
 /// the line is visible to the lease holder.
-pub async fn insert_new_line(
-    db: &Db,
-    cart_id: &str,
-    code: &str,
-    quantity: i64,
-    hold_id: &str,
-    expires_at: i64,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
+pub async fn insert_new_line(db: &Db, l: &NewLine, now: i64) -> Result<bool, sqlx::Error> {
     const CART_IDLE: &str = "UPDATE carts SET updated_at = $6 WHERE id = $1 AND busy_until <= $6 AND checkout_order_id IS NULL";
     const INSERT: &str = "INSERT INTO cart_lines (cart_id, product_code, quantity, hold_id, hold_expires_at, added_at)";
     // Every statement below takes the same six parameters.
     let line = |sql: String| {
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cart_id).bind(code).bind(quantity).bind(hold_id).bind(expires_at).bind(now)
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&l.cart_id).bind(&l.code).bind(l.quantity).bind(&l.hold_id).bind(l.expires_at).bind(now)
     };
     if db.dialect() == Dialect::Postgres {
         let row = line(format!(
@@ -389,16 +391,6 @@ pub async fn insert_new_line(
         tx.rollback().await?;
     }
     Ok(written)
-}
-
-/// A line [`insert_new_lines`] writes if its cart is idle and still lacks the product.
-#[derive(Debug, Clone)]
-pub struct NewLine {
-    pub cart_id: String,
-    pub code: String,
-    pub quantity: i64,
-    pub hold_id: String,
-    pub expires_at: i64,
 }
 
 /// [`insert_new_line`] of many lines of distinct carts in one statement, on PostgreSQL: for
@@ -673,8 +665,7 @@ pub async fn releases_done(db: &Db, hold_ids: &[String]) -> Result<(), sqlx::Err
     // A lost delete only sends a release again, which inventory ignores: no flush to wait for.
     let using = db.relaxed_commit().map(|r| format!(" USING {r}")).unwrap_or_default();
     let sql = format!("DELETE FROM hold_releases{using} WHERE hold_id IN ({})", db.json_array_elements("$1", "text"));
-    let ids = serde_json::to_string(hold_ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ids).execute(db.pool()).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(json_text(&hold_ids)?).execute(db.pool()).await?;
     Ok(())
 }
 
